@@ -1,0 +1,91 @@
+// bench/download: 1 GiB from the fake Glance server, our verified pipeline vs `curl -o` against
+// the same server in the same run. Target: >= 0.8 x curl's throughput while verifying the
+// checksum, and RSS growth <= 64 MiB.
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { ImageFetcher, LockManager, fileFetchTarget } from '../src/index.js';
+import { GlanceImageSource } from '../src/source/glance-image-source.js';
+import { GiB, MiB, median, recordResult, timed } from './lib.js';
+
+const SIZE = Number(process.env.BENCH_DOWNLOAD_BYTES ?? GiB);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const IMAGE = 'bench-download-image';
+
+const server = spawn(
+  process.execPath,
+  ['--import', 'tsx', path.join(import.meta.dirname, 'glance-server.ts'), JSON.stringify({ images: [{ id: IMAGE, content: { size: SIZE, seed: 3 } }] })],
+  { stdio: ['ignore', 'pipe', 'inherit'] },
+);
+const url = await new Promise<string>((resolve, reject) => {
+  server.stdout.once('data', (d: Buffer) => {
+    resolve(d.toString().trim());
+  });
+  server.once('exit', (code) => {
+    reject(new Error(`glance server exited ${code}`));
+  });
+});
+const dir = await mkdtemp(path.join(os.tmpdir(), 'vic-bench-download-'));
+
+async function curlOnce(): Promise<number> {
+  const out = path.join(dir, 'curl.out');
+  const { ms } = await timed(() => promisify(execFile)('curl', ['-sS', '-o', out, `${url}/v2/images/${IMAGE}/file`]));
+  await rm(out, { force: true });
+  return ms;
+}
+
+async function oursOnce(): Promise<{ ms: number; rssGrowth: number }> {
+  const cacheDir = path.join(dir, '_base');
+  const fetcher = new ImageFetcher({
+    source: new GlanceImageSource({ endpoint: url }),
+    locks: new LockManager({ lockDir: path.join(dir, 'locks') }),
+  });
+  global.gc?.();
+  const baseline = process.memoryUsage().rss;
+  let peak = baseline;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 20);
+  try {
+    const { ms, value } = await timed(() => fetcher.ensure(IMAGE, fileFetchTarget(IMAGE, path.join(cacheDir, IMAGE))));
+    if (value.status !== 'cached' || value.digest === null) throw new Error('not verified');
+    return { ms, rssGrowth: peak - baseline };
+  } finally {
+    clearInterval(sampler);
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+}
+
+try {
+  const curl: number[] = [];
+  const ours: number[] = [];
+  let rssGrowth = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    curl.push(await curlOnce());
+    const run = await oursOnce();
+    ours.push(run.ms);
+    rssGrowth = Math.max(rssGrowth, run.rssGrowth);
+  }
+  const curlMiBs = SIZE / MiB / (median(curl) / 1000);
+  const oursMiBs = SIZE / MiB / (median(ours) / 1000);
+  const ratio = oursMiBs / curlMiBs;
+  const figures = {
+    bytes: SIZE,
+    rounds: ROUNDS,
+    curlMedianMs: Math.round(median(curl)),
+    oursMedianMs: Math.round(median(ours)),
+    curlMiBps: Math.round(curlMiBs),
+    oursMiBps: Math.round(oursMiBs),
+    ratio: Number(ratio.toFixed(3)),
+    peakRssGrowthMiB: Number((rssGrowth / MiB).toFixed(1)),
+    target: 'ratio >= 0.8, RSS growth <= 64 MiB',
+    pass: ratio >= 0.8 && rssGrowth <= 64 * MiB,
+  };
+  console.log(`download ${SIZE / MiB} MiB: curl ${figures.curlMiBps} MiB/s, ours (sha512-verified) ${figures.oursMiBps} MiB/s, ratio ${figures.ratio}, peak RSS growth ${figures.peakRssGrowthMiB} MiB -> ${figures.pass ? 'PASS' : 'MISS'}`);
+  await recordResult('download', figures);
+} finally {
+  server.kill('SIGTERM');
+  await rm(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,33 @@
+// Shared helpers of the benchmarks: timing, medians, and the results file.
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const RESULTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results.json');
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
+export async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+  const started = performance.now();
+  const value = await fn();
+  return { ms: performance.now() - started, value };
+}
+
+/** Merges one benchmark's figures into bench/results.json. */
+export async function recordResult(name: string, figures: Record<string, unknown>): Promise<void> {
+  let all: Record<string, unknown> = {};
+  try {
+    all = JSON.parse(await readFile(RESULTS, 'utf8')) as Record<string, unknown>;
+  } catch {
+    // first result
+  }
+  all[name] = { ...figures, at: new Date().toISOString() };
+  await writeFile(RESULTS, `${JSON.stringify(all, null, 2)}\n`);
+}
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;

@@ -1,0 +1,21 @@
+// `npm run bench`: runs every bench/*.bench.ts in turn, then prints the summary of results.json.
+import { spawnSync } from 'node:child_process';
+import { readFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { RESULTS } from './lib.js';
+
+const here = import.meta.dirname;
+const only = process.argv.slice(2);
+const scripts = (await readdir(here)).filter((f) => f.endsWith('.bench.ts') && (only.length === 0 || only.some((o) => f.startsWith(o)))).sort();
+let failed = 0;
+for (const script of scripts) {
+  console.log(`\n== ${script}`);
+  const run = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', path.join(here, script)], { stdio: 'inherit' });
+  if (run.status !== 0) failed += 1;
+}
+const results = JSON.parse(await readFile(RESULTS, 'utf8').catch(() => '{}')) as Record<string, { ratio?: number; target?: string; pass?: boolean }>;
+console.log('\n| bench | ratio | target | pass |\n|---|---|---|---|');
+for (const [name, r] of Object.entries(results)) {
+  console.log(`| ${name} | ${r.ratio ?? ''} | ${r.target ?? ''} | ${r.pass === undefined ? '' : String(r.pass)} |`);
+}
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,66 @@
+/**
+ * AbortSignal helpers: every long operation takes a signal and rejects with {@link AbortedError}.
+ *
+ * @module
+ */
+import { AbortedError } from './errors.js';
+
+/** Throws {@link AbortedError} when `signal` is aborted. */
+export function throwIfAborted(signal: AbortSignal | undefined, what: string, imageId?: string): void {
+  if (signal?.aborted === true) throw new AbortedError(what, imageId, signal.reason);
+}
+
+/** Resolves after `ms`, or rejects with {@link AbortedError} as soon as `signal` aborts. */
+export function abortableSleep(
+  ms: number,
+  signal: AbortSignal | undefined,
+  what = 'Waiting',
+  imageId?: string,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted === true) {
+      reject(new AbortedError(what, imageId, signal.reason));
+      return;
+    }
+    const onAbort = (): void => {
+      // The timer is cleared so nothing keeps the process alive after an abort.
+      clearTimeout(timer);
+      reject(new AbortedError(what, imageId, signal?.reason));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Races `promise` against `signal`: rejects with {@link AbortedError} when the signal aborts first.
+ * The promise itself keeps running; use this only to stop *waiting*.
+ */
+export function raceAbort<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  what: string,
+  imageId?: string,
+): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(new AbortedError(what, imageId, signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      reject(new AbortedError(what, imageId, signal.reason));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}

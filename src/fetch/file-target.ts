@@ -1,0 +1,31 @@
+/**
+ * A {@link FetchTarget} publishing an image as a file: the fetch target of every file backend.
+ *
+ * @module
+ */
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { FetchTarget } from './image-fetcher.js';
+import { FileStagingSink } from './staging.js';
+
+/** True when `file` exists and is a regular file. */
+export async function isRegularFile(file: string): Promise<boolean> {
+  try {
+    return (await stat(file)).isFile();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/**
+ * The target publishing `imageId` at `finalPath`; its name (and lock name) is the file's base
+ * name, as Nova's lock `nova-<basename>` is.
+ */
+export function fileFetchTarget(imageId: string, finalPath: string): FetchTarget {
+  return {
+    name: path.basename(finalPath),
+    exists: () => isRegularFile(finalPath),
+    createSink: () => FileStagingSink.create(finalPath, imageId),
+  };
+}

@@ -1,0 +1,201 @@
+/**
+ * The one path through which every image enters any cache.
+ *
+ * ```
+ * ensure(imageId, target)
+ *   └ single flight (this process: concurrent callers share one run)
+ *      └ per-image lock (other processes and hosts: lock dir on the shared storage)
+ *         ├ target exists → onExisting (touch) → 'existing'
+ *         └ describe → limits → download slot (p-limit) → stream, hash, count → staging
+ *                    → verify → fsync → rename → 'cached'
+ * ```
+ *
+ * The existence test is repeated inside the lock, so N callers in M processes download once.
+ *
+ * @module
+ */
+import pLimit from 'p-limit';
+import type { LimitFunction } from 'p-limit';
+import { raceAbort, throwIfAborted } from '../abort.js';
+import { assertValidImageId } from '../image-id.js';
+import { createLogger } from '../log.js';
+import type { ImageInfo, ImageSource } from '../source/image-source.js';
+import { downloadToSink } from './download.js';
+import type { DownloadProgress, ProgressListener } from './download.js';
+import type { LockManager } from './lock-manager.js';
+import { SingleFlight } from './single-flight.js';
+import type { StagingSink } from './staging.js';
+
+const log = createLogger('fetch');
+
+/** Where one image is published. Backends provide one per image. */
+export interface FetchTarget {
+  /** Name of the entry in its cache; also the lock name. Must be safe as a file name. */
+  readonly name: string;
+  /** True when the complete image is already published under the final name. */
+  exists(): Promise<boolean>;
+  /** Creates a staging sink for the image described by `info`. */
+  createSink(info: ImageInfo): Promise<StagingSink>;
+}
+
+/** Options of {@link ImageFetcher.ensure}. */
+export interface EnsureOptions {
+  /** Cancels this caller's wait (and the download, once every caller has aborted). */
+  readonly signal?: AbortSignal | undefined;
+  /** Download progress. Every concurrent caller of the same image receives it. */
+  readonly onProgress?: ProgressListener | undefined;
+  /** Runs under the lock when the image is already present (the hit path: touch it). */
+  readonly onExisting?: (() => Promise<void>) | undefined;
+  /**
+   * Runs under the lock before a download starts, once the size is known: the place to check
+   * free space and reclaim (throwing aborts the fetch before a byte is written).
+   */
+  readonly beforeDownload?: ((info: ImageInfo) => Promise<void>) | undefined;
+  /** Runs under the lock right after the image was published. */
+  readonly afterDownload?: ((info: ImageInfo) => Promise<void>) | undefined;
+  /** Overrides the fetcher's speed cap for this image, bytes per second. */
+  readonly bytesPerSecond?: number | undefined;
+}
+
+/** The outcome of {@link ImageFetcher.ensure}. */
+export interface EnsureResult {
+  /** `cached`: downloaded now; `existing`: was already present (and was touched). */
+  readonly status: 'cached' | 'existing';
+  /** True when this caller joined a fetch another caller in this process had started. */
+  readonly shared: boolean;
+  /** Bytes downloaded (0 for `existing`). */
+  readonly bytes: number;
+  /** The verified digest's algorithm, null for `existing` or when none was published. */
+  readonly algorithm: string | null;
+  /** The verified digest, null for `existing` or when none was published. */
+  readonly digest: string | null;
+  /** Time from the call to the outcome, ms. */
+  readonly durationMs: number;
+}
+
+/** Options of {@link ImageFetcher}. */
+export interface ImageFetcherOptions {
+  /** Where images come from. */
+  readonly source: ImageSource;
+  /** Per-image locks (with a lock directory for cross-process exclusion). */
+  readonly locks: LockManager;
+  /** Downloads running at once (ignored when `limiter` is given). Default 4. */
+  readonly maxConcurrentDownloads?: number | undefined;
+  /** A limiter shared with other fetchers, so one process-wide limit holds. */
+  readonly limiter?: LimitFunction | undefined;
+  /** Size limit, bytes. Default: none. */
+  readonly maxImageSizeBytes?: number | undefined;
+  /** Speed cap per download, bytes per second. Default: none. */
+  readonly bytesPerSecond?: number | undefined;
+  /** Fail when the image service publishes no checksum. Default false. */
+  readonly requireChecksum?: boolean | undefined;
+}
+
+type Outcome = Omit<EnsureResult, 'shared' | 'durationMs'>;
+
+/** Fetches images into caches: single flight, locked, verified, atomic. */
+export class ImageFetcher {
+  /** The image source. */
+  readonly source: ImageSource;
+  /** The lock manager. */
+  readonly locks: LockManager;
+  readonly #limit: LimitFunction;
+  readonly #options: ImageFetcherOptions;
+  readonly #flights = new SingleFlight<Outcome>();
+  readonly #listeners = new Map<string, Set<ProgressListener>>();
+
+  /** @param options - source, locks and limits */
+  constructor(options: ImageFetcherOptions) {
+    this.source = options.source;
+    this.locks = options.locks;
+    this.#options = options;
+    this.#limit = options.limiter ?? pLimit(options.maxConcurrentDownloads ?? 4);
+  }
+
+  /** Downloads running or queued for a download slot right now. */
+  get activeDownloads(): number {
+    return this.#limit.activeCount + this.#limit.pendingCount;
+  }
+
+  /**
+   * Makes sure `imageId` is published at `target`: downloads it if missing, or runs
+   * `onExisting` (touch) if present. Resolves only once the image is complete and verified.
+   *
+   * @throws `InvalidImageIdError` before anything touches the filesystem; the source's typed errors;
+   *   `ChecksumMismatchError`, `SizeMismatchError`, `ImageTooLargeError`, `DiskFullError`,
+   *   `AbortedError`, `LockTimeoutError`
+   */
+  async ensure(imageId: string, target: FetchTarget, options: EnsureOptions = {}): Promise<EnsureResult> {
+    assertValidImageId(imageId);
+    const started = performance.now();
+    const { signal, onProgress } = options;
+    throwIfAborted(signal, 'Caching', imageId);
+    let listeners = this.#listeners.get(target.name);
+    if (listeners === undefined) {
+      listeners = new Set();
+      this.#listeners.set(target.name, listeners);
+    }
+    const listenerSet = listeners;
+    if (onProgress !== undefined) listenerSet.add(onProgress);
+    try {
+      const { value, shared } = await this.#flights.run(
+        target.name,
+        (flightSignal) => this.#ensureLocked(imageId, target, options, flightSignal, listenerSet),
+        signal,
+        `Caching image ${imageId}`,
+      );
+      return { ...value, shared, durationMs: performance.now() - started };
+    } finally {
+      if (onProgress !== undefined) listenerSet.delete(onProgress);
+      if (listenerSet.size === 0 && !this.#flights.has(target.name)) this.#listeners.delete(target.name);
+    }
+  }
+
+  async #ensureLocked(
+    imageId: string,
+    target: FetchTarget,
+    options: EnsureOptions,
+    signal: AbortSignal,
+    listeners: Set<ProgressListener>,
+  ): Promise<Outcome> {
+    return this.locks.withLock(
+      target.name,
+      async () => {
+        if (await target.exists()) {
+          await options.onExisting?.();
+          log('image %s already cached as %s', imageId, target.name);
+          return { status: 'existing', bytes: 0, algorithm: null, digest: null };
+        }
+        const info = await this.source.describe(imageId, { signal });
+        await options.beforeDownload?.(info);
+        const result = await raceAbort(
+          this.#limit(async () => {
+            throwIfAborted(signal, 'Download', imageId);
+            log('downloading image %s (%s bytes) into %s', imageId, info.size ?? '?', target.name);
+            const sink = await target.createSink(info);
+            return downloadToSink({
+              imageId,
+              info,
+              source: this.source,
+              sink,
+              signal,
+              onProgress: (progress: DownloadProgress) => {
+                for (const listener of listeners) listener(progress);
+              },
+              bytesPerSecond: options.bytesPerSecond ?? this.#options.bytesPerSecond,
+              maxImageSizeBytes: this.#options.maxImageSizeBytes,
+              requireChecksum: this.#options.requireChecksum,
+            });
+          }),
+          signal,
+          'Download',
+          imageId,
+        );
+        await options.afterDownload?.(info);
+        log('cached image %s as %s: %d bytes, %s %s', imageId, target.name, result.bytes, result.algorithm, result.digest);
+        return { status: 'cached', ...result };
+      },
+      { signal, imageId },
+    );
+  }
+}

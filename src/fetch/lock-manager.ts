@@ -1,0 +1,199 @@
+/**
+ * Named locks: an in-process mutex per name, and, when a lock directory is configured, a
+ * cross-process lock (proper-lockfile) in that directory. On shared storage the lock directory is
+ * `<instancesPath>/locks`, so every host sharing the cache shares the locks (Nova's
+ * `nova-<name>` external locks).
+ *
+ * proper-lockfile's lock is the existence of a directory whose mtime the holder refreshes; a holder
+ * that was killed stops refreshing, and after `staleMs` the next caller takes the lock over.
+ * Releasing removes the directory, so lock files never pile up (Nova bug 1256306) and a lock is
+ * never unlinked while another process holds it (Nova gap E).
+ *
+ * @module
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import lockfile from 'proper-lockfile';
+import { abortableSleep, throwIfAborted } from '../abort.js';
+import { AbortedError, LockTimeoutError } from '../errors.js';
+import { createLogger } from '../log.js';
+
+const log = createLogger('lock');
+
+/** Prefix of lock directory names, like Nova's `nova-`. */
+export const LOCK_PREFIX = 'virt-imagecache-';
+
+/** Options of {@link LockManager}. */
+export interface LockManagerOptions {
+  /** Directory for cross-process locks; omit for in-process locking only. */
+  readonly lockDir?: string | undefined;
+  /** A cross-process lock not refreshed for this long is taken over, ms (min 2000). Default 10000. */
+  readonly staleMs?: number | undefined;
+  /** Default wait for a lock before `LockTimeoutError`, ms. Default 1800000. */
+  readonly timeoutMs?: number | undefined;
+}
+
+/** Options of one acquisition. */
+export interface AcquireOptions {
+  /** Stops waiting; rejects with `AbortedError`. */
+  readonly signal?: AbortSignal | undefined;
+  /** Overrides the manager's wait limit, ms. */
+  readonly timeoutMs?: number | undefined;
+  /** The image concerned, for error messages. */
+  readonly imageId?: string | undefined;
+}
+
+/** A held lock. Release it exactly once (or use `await using`). */
+export interface HeldLock extends AsyncDisposable {
+  /** The lock's name. */
+  readonly name: string;
+  /** Releases the lock; later calls do nothing. */
+  release(): Promise<void>;
+}
+
+/** In-process mutexes and optional cross-process file locks, by name. */
+export class LockManager {
+  /** Directory of cross-process locks, or undefined for in-process only. */
+  readonly lockDir: string | undefined;
+  readonly #staleMs: number;
+  readonly #timeoutMs: number;
+  readonly #tails = new Map<string, Promise<void>>();
+
+  /** @param options - lock directory and timings */
+  constructor(options: LockManagerOptions = {}) {
+    this.lockDir = options.lockDir;
+    this.#staleMs = Math.max(options.staleMs ?? 10_000, 2000);
+    this.#timeoutMs = options.timeoutMs ?? 1_800_000;
+  }
+
+  /** The lock directory path of `name` (a directory proper-lockfile creates while locked). */
+  lockPathFor(name: string): string | undefined {
+    return this.lockDir === undefined ? undefined : path.join(this.lockDir, `${LOCK_PREFIX}${name}.lock`);
+  }
+
+  /**
+   * Acquires the lock `name`: first this process's mutex, then the cross-process lock.
+   *
+   * @throws `AbortedError` when the signal aborts while waiting; `LockTimeoutError` after the timeout
+   */
+  async acquire(name: string, options: AcquireOptions = {}): Promise<HeldLock> {
+    const started = Date.now();
+    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    const releaseLocal = await this.#acquireLocal(name, timeoutMs, options);
+    let releaseFile: (() => Promise<void>) | undefined;
+    try {
+      releaseFile = await this.#acquireFile(name, started, timeoutMs, options);
+    } catch (err) {
+      releaseLocal();
+      throw err;
+    }
+    let released = false;
+    const release = async (): Promise<void> => {
+      if (released) return;
+      released = true;
+      try {
+        await releaseFile?.();
+      } catch (err) {
+        log('releasing lock %s failed: %O', name, err);
+      } finally {
+        releaseLocal();
+      }
+    };
+    return { name, release, [Symbol.asyncDispose]: release };
+  }
+
+  /** Runs `fn` while holding the lock `name`. */
+  async withLock<T>(name: string, fn: () => Promise<T>, options: AcquireOptions = {}): Promise<T> {
+    const lock = await this.acquire(name, options);
+    try {
+      return await fn();
+    } finally {
+      await lock.release();
+    }
+  }
+
+  async #acquireLocal(
+    name: string,
+    timeoutMs: number,
+    options: AcquireOptions,
+  ): Promise<() => void> {
+    const { signal } = options;
+    throwIfAborted(signal, `Waiting for lock ${name}`);
+    const previous = this.#tails.get(name) ?? Promise.resolve();
+    let releaseThis!: () => void;
+    const mine = new Promise<void>((resolve) => {
+      releaseThis = resolve;
+    });
+    const tail = previous.then(() => mine);
+    this.#tails.set(name, tail);
+    const release = (): void => {
+      releaseThis();
+      if (this.#tails.get(name) === tail) this.#tails.delete(name);
+    };
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        if (Number.isFinite(timeoutMs)) {
+          timer = setTimeout(() => {
+            reject(new LockTimeoutError(name, Date.now() - started, options.imageId));
+          }, timeoutMs);
+        }
+        if (signal !== undefined) {
+          onAbort = (): void => {
+            reject(new AbortedError(`Waiting for lock ${name}`, options.imageId, signal.reason));
+          };
+          signal.addEventListener('abort', onAbort, { once: true });
+        }
+        void previous.then(resolve);
+      });
+    } catch (err) {
+      // Keep the queue order: our turn is passed on as soon as it comes.
+      release();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+    }
+    return release;
+  }
+
+  async #acquireFile(
+    name: string,
+    started: number,
+    timeoutMs: number,
+    options: AcquireOptions,
+  ): Promise<(() => Promise<void>) | undefined> {
+    const lockPath = this.lockPathFor(name);
+    if (lockPath === undefined || this.lockDir === undefined) return undefined;
+    await mkdir(this.lockDir, { recursive: true });
+    const target = path.join(this.lockDir, `${LOCK_PREFIX}${name}`);
+    let delay = 25;
+    for (;;) {
+      throwIfAborted(options.signal, `Waiting for lock ${name}`, options.imageId);
+      try {
+        const unlock = await lockfile.lock(target, {
+          realpath: false,
+          lockfilePath: lockPath,
+          stale: this.#staleMs,
+          retries: 0,
+          onCompromised: (err) => {
+            // Our refresh failed for longer than staleMs (event loop stalled, storage hung): another
+            // process may now hold it. Report instead of crashing the host process.
+            log('lock %s compromised: %O', name, err);
+          },
+        });
+        return async () => {
+          await unlock();
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;
+      }
+      const waited = Date.now() - started;
+      if (waited >= timeoutMs) throw new LockTimeoutError(name, waited, options.imageId);
+      await abortableSleep(Math.min(delay, timeoutMs - waited), options.signal, `Waiting for lock ${name}`);
+      delay = Math.min(delay * 2, 500);
+    }
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * virt-imagecache: a compute-node image cache for virt drivers.
+ *
+ * @packageDocumentation
+ */
+export * from './errors.js';
+export * from './options.js';
+export * from './clock.js';
+export * from './image-id.js';
+export * from './instances.js';
+export * from './cache-entry.js';
+export * from './manager.js';
+export type * from './source/image-source.js';
+export * from './fetch/image-fetcher.js';
+export * from './fetch/lock-manager.js';
+export * from './fetch/single-flight.js';
+export * from './fetch/file-target.js';
+export { CACHE_FILE_MODE, STAGING_SUFFIX, isStagingName, stagingPathFor, FileStagingSink } from './fetch/staging.js';
+export type { StagingSink } from './fetch/staging.js';
+export { downloadToSink, BLOCK_SIZE } from './fetch/download.js';
+export type { DownloadProgress, DownloadRequest, DownloadResult, ProgressListener } from './fetch/download.js';
+export { expectedDigestOf } from './fetch/verifier.js';
+export type { ExpectedDigest } from './fetch/verifier.js';
+export { Throttle } from './fetch/throttle.js';
+export * from './source/glance-image-source.js';
+export { withRetry, backoffDelay } from './source/retry.js';
+export type { BackoffOptions, RetryOptions } from './source/retry.js';
+export * from './disk/qcow2-header.js';
+export * from './disk/qcow2-overlay.js';
+export * from './disk/raw-copy.js';

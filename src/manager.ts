@@ -1,0 +1,544 @@
+/**
+ * The abstract {@link ImageManager}: Nova's `ImageCacheManager` contract, with the periodic pass
+ * and the fill path implemented once, over a few protected primitives each backend provides.
+ *
+ * To write a backend: implement {@link ImageManager.getBase}, {@link ImageManager.scanBaseImages},
+ * {@link ImageManager.getDiskUsage} and the protected primitives (`fetchTargetFor`,
+ * `entryNamesForImage`, `touchEntry`, `statEntry`, `removeEntry`, `removeStaging`). Everything else
+ * (in-use computation, aging with a locked re-check, single-flight verified fetch, reporting,
+ * events) is inherited.
+ *
+ * @module
+ */
+import { EventEmitter } from 'node:events';
+import type { LimitFunction } from 'p-limit';
+import { throwIfAborted } from './abort.js';
+import type {
+  BaseImageScan,
+  CacheEntry,
+  KeptEntry,
+  PassFailure,
+  PassReport,
+  RemovedEntry,
+} from './cache-entry.js';
+import { systemClock } from './clock.js';
+import type { Clock } from './clock.js';
+import { LockTimeoutError, UnsupportedError, isImageCacheError } from './errors.js';
+import type { DownloadProgress, ProgressListener } from './fetch/download.js';
+import { ImageFetcher } from './fetch/image-fetcher.js';
+import type { FetchTarget } from './fetch/image-fetcher.js';
+import type { LockManager } from './fetch/lock-manager.js';
+import { assertValidImageId } from './image-id.js';
+import { computeInUse } from './instances.js';
+import type { EphemeralNaming, InUseSet, InstanceRecord } from './instances.js';
+import { createLogger } from './log.js';
+import type { Logger } from './log.js';
+import { resolveImageCacheOptions } from './options.js';
+import type { ImageCacheOptions, ResolvedImageCacheOptions } from './options.js';
+import type { ImageSource } from './source/image-source.js';
+
+/** Supplies the instances of the given hosts (every non-deleted one, soft-deleted included). */
+export type InstanceLister = (
+  hosts: readonly string[],
+  signal?: AbortSignal,
+) => Promise<Iterable<InstanceRecord>> | Iterable<InstanceRecord>;
+
+/** Constructor options common to every backend. */
+export interface ImageManagerOptions extends ImageCacheOptions {
+  /** This compute host's name (Nova `CONF.host`). Decides local vs remote usage. */
+  readonly host: string;
+  /** Where images are downloaded from. Backends that never download may omit it. */
+  readonly source?: ImageSource | undefined;
+  /** Time source; inject a manual clock in tests. Default: the system clock. */
+  readonly clock?: Clock | undefined;
+  /** Lists instances when {@link ImageManager.update} is called without them. */
+  readonly listInstances?: InstanceLister | undefined;
+  /** How ephemeral base names are derived (mkfs command / default filesystem). */
+  readonly ephemeralNaming?: EphemeralNaming | undefined;
+  /** A download limiter shared with other managers in this process. */
+  readonly downloadLimiter?: LimitFunction | undefined;
+}
+
+/** Options of {@link ImageManager.cacheImage}. */
+export interface CacheImageOptions {
+  /** Cancels this call. */
+  readonly signal?: AbortSignal | undefined;
+  /** Download progress (bytes done and total). */
+  readonly onProgress?: ProgressListener | undefined;
+  /**
+   * Spawn-path semantics: a touch failing with EACCES is logged and ignored (NFS, Nova bug
+   * 1809123). Default false: pre-caching touches strictly, as Nova's `cache_image` does.
+   */
+  readonly tolerateTouchErrors?: boolean | undefined;
+  /** Speed cap for this download, bytes per second. */
+  readonly bytesPerSecond?: number | undefined;
+}
+
+/** The outcome of {@link ImageManager.cacheImage}. */
+export interface CacheImageResult {
+  /** `cached`: downloaded by this call (or a concurrent one it joined); `existing`: was present, touched. */
+  readonly status: 'cached' | 'existing';
+  /** The image. */
+  readonly imageId: string;
+  /** The entry's name in the cache. */
+  readonly name: string;
+  /** Bytes downloaded (0 for `existing`). */
+  readonly bytes: number;
+  /** True when this call joined a download another call had started. */
+  readonly shared: boolean;
+  /** The verified digest's algorithm, when one was verified. */
+  readonly algorithm: string | null;
+  /** The verified digest, when one was verified. */
+  readonly digest: string | null;
+  /** Duration, ms. */
+  readonly durationMs: number;
+}
+
+/** Options of {@link ImageManager.update}. */
+export interface UpdateOptions {
+  /** Cancels the pass between entries. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** What a pass knows about use, passed to {@link ImageManager.ageAndVerify}. */
+export interface PassInUse extends InUseSet {
+  /** Entry names in use, each with who uses it. */
+  readonly entryNames: ReadonlyMap<string, string>;
+}
+
+/** The inputs of {@link ImageManager.ageAndVerify}. */
+export interface AgeContext<TBase> {
+  /** The cache location from {@link ImageManager.getBase}. */
+  readonly base: TBase;
+  /** The scan. */
+  readonly scan: BaseImageScan;
+  /** What is in use. */
+  readonly inUse: PassInUse;
+  /** Cancels between entries. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** The result of {@link ImageManager.ageAndVerify}. */
+export interface AgeResult {
+  /** Entries in use. */
+  readonly active: string[];
+  /** Entries kept, with reasons. */
+  readonly kept: KeptEntry[];
+  /** Entries removed. */
+  readonly removed: RemovedEntry[];
+  /** Used swap/ephemeral names with no entry. */
+  readonly missing: string[];
+  /** Non-fatal failures. */
+  readonly failures: PassFailure[];
+}
+
+/** Events every manager emits. */
+export interface ImageManagerEvents {
+  /** A periodic pass finished. */
+  pass: [report: PassReport];
+  /** An entry was removed (by a pass, by eviction, or by an operator). */
+  removed: [entry: RemovedEntry];
+  /** An image was downloaded into the cache. */
+  cached: [result: CacheImageResult];
+  /** Download progress of any image. */
+  progress: [progress: DownloadProgress];
+}
+
+/** What {@link ImageManager.removeIfStillUnused} did with an entry: exactly one field is set, or none when it had gone. */
+export interface RemovalOutcome {
+  /** Set when the entry was removed. */
+  readonly removed: RemovedEntry | null;
+  /** Set when the entry was kept (touched meanwhile, or its lock busy). */
+  readonly kept: KeptEntry | null;
+  /** Set when stat or removal failed. */
+  readonly failure: PassFailure | null;
+}
+
+/** How long a pass waits for an entry's lock before leaving it for the next pass. */
+const PASS_LOCK_WAIT_MS = 2000;
+
+/**
+ * Nova's image cache manager, generalised. One instance per cache (per host, per instances path
+ * or volume group).
+ *
+ * @typeParam TBase - what {@link getBase} returns: a directory path, a volume group handle, ...
+ */
+export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageManagerEvents> {
+  /** The validated options. */
+  readonly options: ResolvedImageCacheOptions;
+  /** This host's name. */
+  readonly host: string;
+  /** Whether this backend keeps an image cache at all (Nova's `has_imagecache`). */
+  abstract readonly hasImageCache: boolean;
+  /** The time source. */
+  protected readonly clock: Clock;
+  /** This backend's logger. */
+  protected readonly log: Logger;
+  /** Per-entry locks shared by fetch, instance-disk creation and removal. */
+  protected readonly locks: LockManager;
+  /** How ephemeral base names are derived. */
+  protected readonly ephemeralNaming: EphemeralNaming;
+  readonly #listInstances: InstanceLister | undefined;
+  readonly #fetcher: ImageFetcher | undefined;
+
+  /**
+   * @param options - shared options (validated here)
+   * @param locks - the lock manager; file backends pass one with their lock directory
+   * @param logArea - `debug` area of this backend
+   */
+  protected constructor(options: ImageManagerOptions, locks: LockManager, logArea: string) {
+    super();
+    const { host, source, clock, listInstances, ephemeralNaming, downloadLimiter, ...cacheOptions } = options;
+    if (typeof host !== 'string' || host === '') {
+      throw new UnsupportedError('An image manager without a host name', 'pass `host` (this compute host\'s name).');
+    }
+    this.options = resolveImageCacheOptions(cacheOptions);
+    this.host = host;
+    this.clock = clock ?? systemClock;
+    this.log = createLogger(logArea);
+    this.locks = locks;
+    this.ephemeralNaming = ephemeralNaming ?? {};
+    this.#listInstances = listInstances;
+    this.#fetcher =
+      source === undefined
+        ? undefined
+        : new ImageFetcher({
+            source,
+            locks,
+            limiter: downloadLimiter,
+            maxConcurrentDownloads: this.options.maxConcurrentDownloads,
+            maxImageSizeBytes: this.options.maxImageSizeBytes,
+            bytesPerSecond: this.options.downloadBytesPerSecond,
+            requireChecksum: this.options.requireChecksum,
+          });
+  }
+
+  /** The fetcher, for backends that fetch outside {@link cacheImage} (e.g. a spawn path). */
+  protected get fetcher(): ImageFetcher {
+    if (this.#fetcher === undefined) {
+      throw new UnsupportedError('Downloading images', 'this manager was created without an image `source`.');
+    }
+    return this.#fetcher;
+  }
+
+  // ---- The contract (Nova's abstract methods) ----
+
+  /** The cache location, or null when it does not exist yet (a pass then does nothing). */
+  abstract getBase(): Promise<TBase | null>;
+
+  /** Lists and classifies the cache's entries (Nova's `_scan_base_images`). */
+  abstract scanBaseImages(base: TBase): Promise<BaseImageScan>;
+
+  /** Bytes the cache occupies on the storage instances use (0 when the cache is elsewhere). */
+  abstract getDiskUsage(): Promise<number>;
+
+  // ---- Primitives each backend provides ----
+
+  /** Where `imageId` is published in this cache. */
+  protected abstract fetchTargetFor(imageId: string): FetchTarget;
+
+  /** Names of the entries that an instance using `imageId` keeps alive. */
+  protected abstract entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[];
+
+  /**
+   * Sets the entry's last use to now (`clock.now()`).
+   *
+   * @param tolerateEacces - log and ignore EACCES (spawn path), else throw
+   */
+  protected abstract touchEntry(name: string, tolerateEacces: boolean): Promise<void>;
+
+  /** The entry's current last-use time, or null when it no longer exists. */
+  protected abstract statEntry(base: TBase, entry: CacheEntry): Promise<number | null>;
+
+  /** Deletes the entry. Called under the entry's lock, after the age was re-checked. */
+  protected abstract removeEntry(base: TBase, entry: CacheEntry): Promise<void>;
+
+  /** Deletes a leftover staging file. */
+  protected abstract removeStaging(base: TBase, name: string): Promise<void>;
+
+  /**
+   * Entry names in use for reasons the instance records do not show (Nova: backing files of
+   * instance disks). Default: none.
+   */
+  protected collectExtraInUse(
+    _base: TBase,
+    _inUse: InUseSet,
+    _scan: BaseImageScan,
+    _signal?: AbortSignal,
+  ): Promise<ReadonlyMap<string, string>> {
+    return Promise.resolve(new Map());
+  }
+
+  /**
+   * The hosts whose instances protect this cache. Default: this host only. Backends on shared
+   * storage return every registered host.
+   */
+  protected storageUsers(): Promise<readonly string[]> {
+    return Promise.resolve([this.host]);
+  }
+
+  /** The minimum age, seconds, before an unused entry may be removed. */
+  protected minimumAgeSeconds(entry: CacheEntry): number {
+    return entry.kind === 'resized'
+      ? this.options.removeUnusedResizedMinimumAgeSeconds
+      : this.options.removeUnusedOriginalMinimumAgeSeconds;
+  }
+
+  /** The lock protecting an entry. Default: its name. */
+  protected lockNameFor(entry: CacheEntry): string {
+    return entry.name;
+  }
+
+  // ---- Template methods ----
+
+  /**
+   * Makes sure `imageId` is in the cache: downloads and verifies it if missing, touches it if
+   * present, under the per-image lock (Nova's `cache_image`, with the lock Nova forgot: gap A).
+   *
+   * @throws a typed `ImageCacheError` on failure; nothing partial is left behind
+   */
+  async cacheImage(imageId: string, options: CacheImageOptions = {}): Promise<CacheImageResult> {
+    assertValidImageId(imageId);
+    const target = this.fetchTargetFor(imageId);
+    const tolerate = options.tolerateTouchErrors ?? false;
+    const result = await this.fetcher.ensure(imageId, target, {
+      signal: options.signal,
+      bytesPerSecond: options.bytesPerSecond,
+      onProgress: (progress) => {
+        options.onProgress?.(progress);
+        this.emit('progress', progress);
+      },
+      onExisting: () => this.touchEntry(target.name, tolerate),
+      afterDownload: () => this.touchEntry(target.name, tolerate),
+    });
+    const outcome: CacheImageResult = {
+      status: result.status,
+      imageId,
+      name: target.name,
+      bytes: result.bytes,
+      shared: result.shared,
+      algorithm: result.algorithm,
+      digest: result.digest,
+      durationMs: result.durationMs,
+    };
+    if (outcome.status === 'cached' && !outcome.shared) this.emit('cached', outcome);
+    return outcome;
+  }
+
+  /**
+   * One periodic pass (Nova's `update`): compute what is in use, scan, age and verify, report.
+   *
+   * @param instances - every non-deleted instance of every host sharing this cache; omit to ask
+   *   the `listInstances` callback for the instances of {@link storageUsers}
+   */
+  async update(instances?: Iterable<InstanceRecord>, options: UpdateOptions = {}): Promise<PassReport> {
+    const { signal } = options;
+    const startedAt = this.clock.now();
+    const started = performance.now();
+    const hosts = await this.storageUsers();
+    const base = await this.getBase();
+    if (base === null) {
+      this.log('skipping the pass: no cache yet');
+      const report = this.#report({ startedAt, started, hosts, instanceCount: 0, skipped: 'no-base' });
+      this.emit('pass', report);
+      return report;
+    }
+    const records = [...(instances ?? (await this.#listAll(hosts, signal)))];
+    throwIfAborted(signal, 'The cache pass');
+    const scan = await this.scanBaseImages(base);
+    const inUse = await this.#collectInUse(base, records, scan, signal);
+    const aged = await this.ageAndVerify({ base, scan, inUse, signal });
+    const report = this.#report({ startedAt, started, hosts, instanceCount: records.length, skipped: null, ...aged });
+    this.log(
+      'pass: %d active, %d removed, %d kept, %d failures in %d ms',
+      report.active.length,
+      report.removed.length,
+      report.kept.length,
+      report.failures.length,
+      Math.round(report.durationMs),
+    );
+    this.emit('pass', report);
+    return report;
+  }
+
+  /**
+   * Nova's `_age_and_verify_cached_images` plus the swap and ephemeral variants: touch what is in
+   * use; remove what is unused and older than its minimum age, under the entry's lock with the age
+   * checked again inside it; remove stale staging files. Errors are recorded, never fatal.
+   */
+  async ageAndVerify(context: AgeContext<TBase>): Promise<AgeResult> {
+    const { base, scan, inUse, signal } = context;
+    const result: AgeResult = { active: [], kept: [], removed: [], missing: [], failures: [] };
+    const now = this.clock.now();
+    const present = new Set(scan.entries.map((entry) => entry.name));
+    for (const name of [...inUse.usedSwap, ...inUse.usedEphemeral]) {
+      if (!present.has(name)) {
+        this.log('%s is used by an instance but no base file exists', name);
+        result.missing.push(name);
+      }
+    }
+    for (const entry of scan.entries) {
+      throwIfAborted(signal, 'The cache pass');
+      const user = inUse.entryNames.get(entry.name);
+      if (user !== undefined) {
+        result.active.push(entry.name);
+        result.kept.push({ name: entry.name, kind: entry.kind, reason: 'in-use', detail: user });
+        try {
+          await this.touchEntry(entry.name, false);
+        } catch (error) {
+          this.log('touching in-use %s failed: %O', entry.name, error);
+          result.failures.push({ name: entry.name, operation: 'touch', error });
+        }
+        continue;
+      }
+      if (!this.options.removeUnusedBaseImages) {
+        result.kept.push({ name: entry.name, kind: entry.kind, reason: 'removal-disabled' });
+        continue;
+      }
+      const minAge = this.minimumAgeSeconds(entry);
+      const age = (now - entry.lastUsedMs) / 1000;
+      if (age < minAge) {
+        this.log('%s is unused but too young to remove (%ds < %ds)', entry.name, Math.round(age), minAge);
+        result.kept.push({ name: entry.name, kind: entry.kind, reason: 'too-young' });
+        continue;
+      }
+      const outcome = await this.removeIfStillUnused(base, entry, minAge, 'unused');
+      if (outcome.removed !== null) result.removed.push(outcome.removed);
+      else if (outcome.failure !== null) result.failures.push(outcome.failure);
+      else if (outcome.kept !== null) result.kept.push(outcome.kept);
+    }
+    for (const staging of scan.staging) {
+      const age = (now - staging.lastModifiedMs) / 1000;
+      if (age < this.options.staleStagingAgeSeconds) continue;
+      try {
+        await this.removeStaging(base, staging.name);
+        const removed: RemovedEntry = {
+          name: staging.name,
+          kind: 'staging',
+          imageId: null,
+          bytes: 0,
+          reason: 'stale-staging',
+          ageSeconds: age,
+        };
+        result.removed.push(removed);
+        this.emit('removed', removed);
+      } catch (error) {
+        result.failures.push({ name: staging.name, operation: 'remove', error });
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Removes `entry` under its lock if it still exists and is still at least `minAgeSeconds` old
+   * (a spawn may have touched it while we waited). A busy lock means the entry is being used right
+   * now: it is left for the next pass.
+   */
+  protected async removeIfStillUnused(
+    base: TBase,
+    entry: CacheEntry,
+    minAgeSeconds: number,
+    reason: RemovedEntry['reason'],
+  ): Promise<RemovalOutcome> {
+    const none: RemovalOutcome = { removed: null, kept: null, failure: null };
+    try {
+      return await this.locks.withLock(
+        this.lockNameFor(entry),
+        async () => {
+          let lastUsed: number | null;
+          try {
+            lastUsed = await this.statEntry(base, entry);
+          } catch (error) {
+            return { ...none, failure: { name: entry.name, operation: 'stat' as const, error } };
+          }
+          if (lastUsed === null) return none;
+          const age = (this.clock.now() - lastUsed) / 1000;
+          if (age < minAgeSeconds) {
+            return { ...none, kept: { name: entry.name, kind: entry.kind, reason: 'touched-meanwhile' as const } };
+          }
+          try {
+            await this.removeEntry(base, entry);
+          } catch (error) {
+            this.log('failed to remove %s: %O', entry.name, error);
+            return { ...none, failure: { name: entry.name, operation: 'remove' as const, error } };
+          }
+          this.log('removed %s (%s, unused for %ds)', entry.name, entry.kind, Math.round(age));
+          const removed: RemovedEntry = {
+            name: entry.name,
+            kind: entry.kind,
+            imageId: entry.imageId,
+            bytes: entry.sizeBytes,
+            reason,
+            ageSeconds: age,
+          };
+          this.emit('removed', removed);
+          return { ...none, removed };
+        },
+        { timeoutMs: PASS_LOCK_WAIT_MS, imageId: entry.imageId ?? undefined },
+      );
+    } catch (error) {
+      if (error instanceof LockTimeoutError) {
+        return { ...none, kept: { name: entry.name, kind: entry.kind, reason: 'busy' } };
+      }
+      if (isImageCacheError(error) && error.code === 'ERR_ABORTED') throw error;
+      return { ...none, failure: { name: entry.name, operation: 'remove', error } };
+    }
+  }
+
+  async #listAll(hosts: readonly string[], signal: AbortSignal | undefined): Promise<Iterable<InstanceRecord>> {
+    if (this.#listInstances === undefined) {
+      throw new UnsupportedError(
+        'A cache pass without instances',
+        'pass the instances to update(), or give the manager a `listInstances` callback.',
+      );
+    }
+    return this.#listInstances(hosts, signal);
+  }
+
+  async #collectInUse(
+    base: TBase,
+    records: readonly InstanceRecord[],
+    scan: BaseImageScan,
+    signal: AbortSignal | undefined,
+  ): Promise<PassInUse> {
+    const inUse = computeInUse(records, this.host, this.ephemeralNaming);
+    const entryNames = new Map<string, string>();
+    for (const [imageId, usage] of inUse.usedImages) {
+      for (const name of this.entryNamesForImage(imageId, scan)) {
+        entryNames.set(name, `image ${imageId} of ${usage.instanceNames.join(', ')}`);
+      }
+    }
+    for (const name of inUse.usedSwap) entryNames.set(name, 'swap device');
+    for (const name of inUse.usedEphemeral) entryNames.set(name, 'ephemeral device');
+    const extra = await this.collectExtraInUse(base, inUse, scan, signal);
+    for (const [name, user] of extra) if (!entryNames.has(name)) entryNames.set(name, user);
+    return { ...inUse, entryNames };
+  }
+
+  #report(parts: {
+    startedAt: number;
+    started: number;
+    hosts: readonly string[];
+    instanceCount: number;
+    skipped: PassReport['skipped'];
+    active?: string[];
+    kept?: KeptEntry[];
+    removed?: RemovedEntry[];
+    missing?: string[];
+    failures?: PassFailure[];
+  }): PassReport {
+    return {
+      host: this.host,
+      startedAt: parts.startedAt,
+      durationMs: performance.now() - parts.started,
+      skipped: parts.skipped,
+      hosts: parts.hosts,
+      instanceCount: parts.instanceCount,
+      active: parts.active ?? [],
+      kept: parts.kept ?? [],
+      removed: parts.removed ?? [],
+      missing: parts.missing ?? [],
+      failures: parts.failures ?? [],
+    };
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * Options shared by every backend, with Nova's `[image_cache]` names in camelCase and Nova's
+ * defaults, validated at the edge: a bad value throws {@link InvalidConfigError} naming the option
+ * and the accepted range.
+ *
+ * @module
+ */
+import { InvalidConfigError } from './errors.js';
+
+/**
+ * The cache options every {@link ImageManager} understands. Nova option names are given for each.
+ */
+export interface ImageCacheOptions {
+  /**
+   * Seconds between periodic passes (`[image_cache]manager_interval`). `0` means the periodic
+   * default of 60 s, a negative value disables the pass. Default 2400.
+   */
+  readonly managerInterval?: number;
+  /** Cache folder name under the instances path (`[image_cache]subdirectory_name`). Default `_base`. */
+  readonly subdirectoryName?: string;
+  /** Remove unused cached images at all (`[image_cache]remove_unused_base_images`). Default true. */
+  readonly removeUnusedBaseImages?: boolean;
+  /**
+   * Unused original images younger than this many seconds are kept
+   * (`[image_cache]remove_unused_original_minimum_age_seconds`). Also applies to swap and ephemeral
+   * bases. Default 86400.
+   */
+  readonly removeUnusedOriginalMinimumAgeSeconds?: number;
+  /**
+   * Unused resized (derived) images younger than this many seconds are kept
+   * (`[image_cache]remove_unused_resized_minimum_age_seconds`). Default 3600.
+   */
+  readonly removeUnusedResizedMinimumAgeSeconds?: number;
+  /** Hosts pre-cached in parallel (`[image_cache]precache_concurrency`). Default 1. */
+  readonly precacheConcurrency?: number;
+  /** Downloads running at once in this process, across all images. Default 4. */
+  readonly maxConcurrentDownloads?: number;
+  /** Largest image accepted, in bytes; larger ones fail with `ImageTooLargeError`. Default: no limit. */
+  readonly maxImageSizeBytes?: number;
+  /** Cap on download speed, bytes per second, per download. Default: no cap. */
+  readonly downloadBytesPerSecond?: number;
+  /** Fail when the image service publishes no checksum at all. Default false (size is still verified). */
+  readonly requireChecksum?: boolean;
+  /** Staging files older than this many seconds are leftovers of a crash and are removed. Default 3600. */
+  readonly staleStagingAgeSeconds?: number;
+  /** How long to wait for another process's lock on an image before giving up, ms. Default 1800000 (30 min). */
+  readonly lockTimeoutMs?: number;
+  /**
+   * A lock whose holder stopped refreshing it for this long (a killed process) is taken over, ms.
+   * Minimum 2000. Default 10000.
+   */
+  readonly lockStaleMs?: number;
+}
+
+/** {@link ImageCacheOptions} with every default filled in. */
+export type ResolvedImageCacheOptions = {
+  readonly [K in keyof ImageCacheOptions]-?: Exclude<ImageCacheOptions[K], undefined>;
+};
+
+/** Nova's defaults, plus this library's for the options Nova does not have. */
+export const DEFAULT_OPTIONS: ResolvedImageCacheOptions = Object.freeze({
+  managerInterval: 2400,
+  subdirectoryName: '_base',
+  removeUnusedBaseImages: true,
+  removeUnusedOriginalMinimumAgeSeconds: 86400,
+  removeUnusedResizedMinimumAgeSeconds: 3600,
+  precacheConcurrency: 1,
+  maxConcurrentDownloads: 4,
+  maxImageSizeBytes: Number.POSITIVE_INFINITY,
+  downloadBytesPerSecond: Number.POSITIVE_INFINITY,
+  requireChecksum: false,
+  staleStagingAgeSeconds: 3600,
+  lockTimeoutMs: 1_800_000,
+  lockStaleMs: 10_000,
+});
+
+/** Checks one option's value; throws {@link InvalidConfigError} when it does not fit. */
+export type OptionCheck = (name: string, value: unknown) => void;
+
+/** An integer check with an inclusive lower bound. */
+export function integerFrom(min: number): OptionCheck {
+  return (name, value) => {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+      throw new InvalidConfigError(name, `an integer from ${min} up`, value);
+    }
+  };
+}
+
+/** A positive number check that also accepts `Infinity` ("no limit"). */
+export const positiveOrInfinity: OptionCheck = (name, value) => {
+  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0) {
+    throw new InvalidConfigError(name, 'a number above 0 (Infinity for no limit)', value);
+  }
+};
+
+/** A boolean check. */
+export const isBoolean: OptionCheck = (name, value) => {
+  if (typeof value !== 'boolean') throw new InvalidConfigError(name, 'true or false', value);
+};
+
+/** A plain directory name: non-empty, no path separator, not `.` or `..`, at most 255 bytes. */
+export const directoryName: OptionCheck = (name, value) => {
+  if (
+    typeof value !== 'string' ||
+    value === '' ||
+    value === '.' ||
+    value === '..' ||
+    /[/\\\0]/.test(value) ||
+    Buffer.byteLength(value) > 255
+  ) {
+    throw new InvalidConfigError(name, 'a plain directory name (no "/", not "." or "..")', value);
+  }
+};
+
+const CHECKS: { readonly [K in keyof ImageCacheOptions]-?: OptionCheck } = {
+  managerInterval: integerFrom(-1),
+  subdirectoryName: directoryName,
+  removeUnusedBaseImages: isBoolean,
+  removeUnusedOriginalMinimumAgeSeconds: integerFrom(0),
+  removeUnusedResizedMinimumAgeSeconds: integerFrom(0),
+  precacheConcurrency: integerFrom(1),
+  maxConcurrentDownloads: integerFrom(1),
+  maxImageSizeBytes: positiveOrInfinity,
+  downloadBytesPerSecond: positiveOrInfinity,
+  requireChecksum: isBoolean,
+  staleStagingAgeSeconds: integerFrom(0),
+  lockTimeoutMs: integerFrom(0),
+  lockStaleMs: integerFrom(2000),
+};
+
+/**
+ * Validates `options` against `checks` and fills in `defaults`. Unknown keys are rejected too,
+ * so that a misspelt option fails loudly instead of being silently ignored.
+ *
+ * @param options - what the caller passed
+ * @param defaults - the value of every option when not given
+ * @param checks - one check per option
+ * @returns a frozen object with every option set
+ */
+export function resolveWith<T extends object>(
+  options: Partial<T> | undefined,
+  defaults: T,
+  checks: { readonly [K in keyof T]-?: OptionCheck },
+): Readonly<T> {
+  const resolved: Record<string, unknown> = { ...(defaults as Record<string, unknown>) };
+  for (const [key, value] of Object.entries(options ?? {})) {
+    if (!Object.hasOwn(checks, key)) {
+      throw new InvalidConfigError(key, `one of the known options (${Object.keys(checks).join(', ')})`, value);
+    }
+    if (value === undefined) continue;
+    (checks as Record<string, OptionCheck>)[key]?.(key, value);
+    resolved[key] = value;
+  }
+  return Object.freeze(resolved) as Readonly<T>;
+}
+
+/**
+ * Fills in defaults and validates the shared cache options.
+ *
+ * @throws {@link InvalidConfigError} naming the first bad option and its accepted range
+ */
+export function resolveImageCacheOptions(options?: ImageCacheOptions): ResolvedImageCacheOptions {
+  return resolveWith<ResolvedImageCacheOptions>(options, DEFAULT_OPTIONS, CHECKS);
+}
+
+/** The checks behind {@link resolveImageCacheOptions}, for backends that extend the options. */
+export const IMAGE_CACHE_OPTION_CHECKS = CHECKS;

@@ -1,0 +1,61 @@
+/**
+ * Where images come from. {@link GlanceImageSource} speaks Glance v2; `MemoryImageSource` (in
+ * `virt-imagecache/testing`) serves buffers; a driver may bring its own.
+ *
+ * @module
+ */
+import type { Readable } from 'node:stream';
+
+/** What the image service says about an image (Glance v2 `GET /v2/images/{id}`). */
+export interface ImageInfo {
+  /** The image id. */
+  readonly id: string;
+  /** Image status; only `active` images have data. */
+  readonly status: string;
+  /** Size of the image data in bytes; null when the service does not know it. */
+  readonly size: number | null;
+  /** Legacy md5 checksum (hex), null when absent. */
+  readonly checksum: string | null;
+  /** Multihash algorithm (`os_hash_algo`, e.g. `sha512`), null when absent. */
+  readonly hashAlgo: string | null;
+  /** Multihash value (`os_hash_value`, hex), null when absent. */
+  readonly hashValue: string | null;
+  /** `disk_format` (`qcow2`, `raw`, ...), null when absent. */
+  readonly diskFormat: string | null;
+  /** `container_format`, null when absent. */
+  readonly containerFormat: string | null;
+  /** Display name, null when absent. */
+  readonly name: string | null;
+  /** `virtual_size` in bytes, null when absent. */
+  readonly virtualSize: number | null;
+}
+
+/** Options common to every source call. */
+export interface SourceCallOptions {
+  /** Cancels the call; the promise rejects with `AbortedError` and sockets are closed. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Options of {@link ImageSource.open}. */
+export interface OpenImageOptions extends SourceCallOptions {
+  /** First byte to read; default 0. */
+  readonly offset?: number | undefined;
+}
+
+/**
+ * An image service. Implementations map failures to the typed errors: `ImageNotFoundError`,
+ * `NotAuthorizedError`, `ImageNotActiveError`, `ImageServiceUnavailableError`, `AbortedError`.
+ */
+export interface ImageSource {
+  /**
+   * Describes an image. Rejects with `ImageNotFoundError` for an unknown id and with
+   * `ImageNotActiveError` when its status is not `active` (it has no data to read).
+   */
+  describe(imageId: string, options?: SourceCallOptions): Promise<ImageInfo>;
+  /**
+   * Opens the image's bytes from `offset` to the end, as one continuous byte stream. A source that
+   * can recover from interruptions (resume, restart and skip) does so inside the stream; an
+   * unrecoverable failure is emitted as the stream's error.
+   */
+  open(imageId: string, options?: OpenImageOptions): Promise<Readable>;
+}
