@@ -28,3 +28,8 @@ export type { BackoffOptions, RetryOptions } from './source/retry.js';
 export * from './disk/qcow2-header.js';
 export * from './disk/qcow2-overlay.js';
 export * from './disk/raw-copy.js';
+export * from './backends/files.js';
+export * from './backends/libvirt-file/libvirt-file-manager.js';
+export * from './backends/libvirt-file/naming.js';
+export * from './backends/libvirt-file/storage-registry.js';
+export * from './periodic.js';

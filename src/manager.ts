@@ -98,6 +98,12 @@ export interface CacheImageResult {
 export interface UpdateOptions {
   /** Cancels the pass between entries. */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * Lists the instances of the storage users when `update()` is called without instances;
+   * overrides the manager's `listInstances` for this pass. The hosts it receives are read once
+   * per pass, the same ones the report names.
+   */
+  readonly listInstances?: InstanceLister | undefined;
 }
 
 /** What a pass knows about use, passed to {@link ImageManager.ageAndVerify}. */
@@ -284,6 +290,15 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
       : this.options.removeUnusedOriginalMinimumAgeSeconds;
   }
 
+  /**
+   * Why removals must not happen in the current pass, or null when they may (default). A backend
+   * returns a reason when it cannot prove what is in use, e.g. an unreadable shared-storage
+   * registry: Nova then treats every other host as absent and may delete their bases.
+   */
+  protected removalsSuspended(): string | null {
+    return null;
+  }
+
   /** The lock protecting an entry. Default: its name. */
   protected lockNameFor(entry: CacheEntry): string {
     return entry.name;
@@ -343,7 +358,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
       this.emit('pass', report);
       return report;
     }
-    const records = [...(instances ?? (await this.#listAll(hosts, signal)))];
+    const records = [...(instances ?? (await this.#listAll(hosts, signal, options.listInstances)))];
     throwIfAborted(signal, 'The cache pass');
     const scan = await this.scanBaseImages(base);
     const inUse = await this.#collectInUse(base, records, scan, signal);
@@ -370,6 +385,8 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     const { base, scan, inUse, signal } = context;
     const result: AgeResult = { active: [], kept: [], removed: [], missing: [], failures: [] };
     const now = this.clock.now();
+    const suspended = this.removalsSuspended();
+    if (suspended !== null) this.log('removals suspended this pass: %s', suspended);
     const present = new Set(scan.entries.map((entry) => entry.name));
     for (const name of [...inUse.usedSwap, ...inUse.usedEphemeral]) {
       if (!present.has(name)) {
@@ -391,8 +408,8 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
         }
         continue;
       }
-      if (!this.options.removeUnusedBaseImages) {
-        result.kept.push({ name: entry.name, kind: entry.kind, reason: 'removal-disabled' });
+      if (!this.options.removeUnusedBaseImages || suspended !== null) {
+        result.kept.push({ name: entry.name, kind: entry.kind, reason: 'removal-disabled', detail: suspended ?? undefined });
         continue;
       }
       const minAge = this.minimumAgeSeconds(entry);
@@ -485,14 +502,18 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     }
   }
 
-  async #listAll(hosts: readonly string[], signal: AbortSignal | undefined): Promise<Iterable<InstanceRecord>> {
-    if (this.#listInstances === undefined) {
+  async #listAll(
+    hosts: readonly string[],
+    signal: AbortSignal | undefined,
+    lister: InstanceLister | undefined = this.#listInstances,
+  ): Promise<Iterable<InstanceRecord>> {
+    if (lister === undefined) {
       throw new UnsupportedError(
         'A cache pass without instances',
         'pass the instances to update(), or give the manager a `listInstances` callback.',
       );
     }
-    return this.#listInstances(hosts, signal);
+    return lister(hosts, signal);
   }
 
   async #collectInUse(

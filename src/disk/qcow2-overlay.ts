@@ -38,7 +38,7 @@ export interface Qcow2OverlayOptions {
   /** log2 of the cluster size, 9 to 21. Default 16 (64 KiB), QEMU's default. */
   readonly clusterBits?: number;
   /** The image this disk is created from, for error messages. */
-  readonly imageId?: string;
+  readonly imageId?: string | undefined;
 }
 
 /** One write of an encoded overlay. */

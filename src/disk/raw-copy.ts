@@ -26,11 +26,11 @@ export interface CopyRawDiskOptions {
    * Size the copy must have, in bytes (the flavor's disk). A larger size extends the copy with a
    * hole; a smaller one than the source is refused. Default: the source's size.
    */
-  readonly sizeBytes?: number;
+  readonly sizeBytes?: number | undefined;
   /** Cancels the copy; checked between blocks (a reflink or kernel copy runs to its end first). */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
   /** The image being copied, for error messages. */
-  readonly imageId?: string;
+  readonly imageId?: string | undefined;
 }
 
 /** What {@link copyRawDisk} did. */

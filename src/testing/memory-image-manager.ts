@@ -29,7 +29,7 @@ export type MemoryImageManagerOptions = ImageManagerOptions;
 
 /** An {@link ImageManager} whose cache is a `Map` of entry name to bytes. */
 export class MemoryImageManager extends ImageManager<Map<string, MemoryEntry>> {
-  readonly hasImageCache = true;
+  readonly hasImageCache: boolean = true;
   /** The cache; null until the first entry is written (like a cache directory not yet created). */
   #entries: Map<string, MemoryEntry> | null = null;
 

@@ -1,0 +1,77 @@
+/**
+ * File operations shared by the file-backed backends: touching with Nova's error policy, and disk
+ * usage counted in allocated blocks.
+ *
+ * @module
+ */
+import { lstat, readdir, stat, utimes } from 'node:fs/promises';
+import path from 'node:path';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+
+/**
+ * Sets `file`'s atime and mtime to `clock.now()`. A missing file throws (Nova's `FileNotFound`).
+ * With `tolerateEacces`, EACCES is logged and ignored: the spawn path on NFS (Nova bug 1809123).
+ */
+export async function touchFile(file: string, clock: Clock, tolerateEacces: boolean, log?: Logger): Promise<void> {
+  const seconds = clock.now() / 1000;
+  try {
+    await utimes(file, seconds, seconds);
+  } catch (err) {
+    if (tolerateEacces && (err as NodeJS.ErrnoException).code === 'EACCES') {
+      log?.('could not touch %s (EACCES); ignored on the spawn path', file);
+      return;
+    }
+    throw err;
+  }
+}
+
+/** The file's mtime in ms, or null when it does not exist. Symlinks are not followed. */
+export async function mtimeOf(file: string): Promise<number | null> {
+  try {
+    return (await lstat(file)).mtimeMs;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/**
+ * Nova's `get_disk_usage`: allocated bytes (`st_blocks * 512`) of the regular files directly in
+ * `cacheDir`; 0 when the cache is on another device than `instancesPath` (it does not eat
+ * instance space) and 0 on any error (a fresh host without a cache dir, bug 1884214).
+ */
+export async function cacheDiskUsage(instancesPath: string, cacheDir: string): Promise<number> {
+  try {
+    const [instances, cache] = await Promise.all([stat(instancesPath), stat(cacheDir)]);
+    if (instances.dev !== cache.dev) return 0;
+    let total = 0;
+    for (const entry of await readdir(cacheDir, { withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      total += (await lstat(path.join(cacheDir, entry.name))).blocks * 512;
+    }
+    return total;
+  } catch {
+    return 0;
+  }
+}
+
+/** Inputs of {@link reservedDiskGb}. */
+export interface ReservedDiskInputs {
+  /** `[DEFAULT]reserved_host_disk_mb`. */
+  readonly reservedHostDiskMb: number;
+  /** The cache's usage from `getDiskUsage()`, bytes. */
+  readonly cacheUsageBytes: number;
+  /** `[workarounds]reserve_disk_resource_for_image_cache`. */
+  readonly reserveForImageCache: boolean;
+}
+
+/**
+ * Nova's `DISK_GB` reserved amount: `ceil(reserved_host_disk_mb / 1024)` plus, with the workaround
+ * on, `ceil(cache bytes / GiB)`; each term rounded up on its own (1024 MB + 1000 bytes gives 2).
+ */
+export function reservedDiskGb(inputs: ReservedDiskInputs): number {
+  const host = Math.ceil(inputs.reservedHostDiskMb / 1024);
+  const cache = inputs.reserveForImageCache ? Math.ceil(inputs.cacheUsageBytes / 1024 / 1024 / 1024) : 0;
+  return host + cache;
+}

@@ -1,0 +1,67 @@
+/**
+ * Cache entries in use as backing files of instance disks (Nova's `_list_backing_images`), read
+ * from the qcow2 headers directly: no process per disk.
+ *
+ * Divergence from Nova, on purpose (gap B): every `disk*` file of an instance directory counts
+ * (`disk`, `disk.local`, `disk.eph0`, `disk.swap`, `disk.rescue`, ...), not only `disk`.
+ *
+ * @module
+ */
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import pLimit from 'p-limit';
+import { readBackingFile } from '../../disk/qcow2-header.js';
+
+/** Instance directories read at once. */
+const DIR_CONCURRENCY = 8;
+
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
+ * Maps each base file name that backs a disk of a recognised instance directory to a description
+ * of its user. Only directories named in `instanceNames` are read (Nova ignores the others).
+ * Disks that vanish meanwhile are skipped (Nova bug 1261442); a disk that exists but cannot be
+ * read fails the whole pass, since nothing can then be proven unused.
+ *
+ * Like Nova, only the backing file's base name is kept: the base is looked up in our cache
+ * directory whatever directory the header names.
+ */
+export async function collectBackingFiles(
+  instancesPath: string,
+  instanceNames: ReadonlySet<string>,
+): Promise<Map<string, string>> {
+  const used = new Map<string, string>();
+  const dirents = await readdir(instancesPath, { withFileTypes: true });
+  const limit = pLimit(DIR_CONCURRENCY);
+  await Promise.all(
+    dirents
+      .filter((dirent) => dirent.isDirectory() && instanceNames.has(dirent.name))
+      .map((dirent) =>
+        limit(async () => {
+          const dir = path.join(instancesPath, dirent.name);
+          let files;
+          try {
+            files = await readdir(dir, { withFileTypes: true });
+          } catch (err) {
+            if (isMissing(err)) return;
+            throw err;
+          }
+          for (const file of files) {
+            if (!file.isFile() || !(file.name === 'disk' || file.name.startsWith('disk.'))) continue;
+            let backing: string | null;
+            try {
+              backing = await readBackingFile(path.join(dir, file.name));
+            } catch (err) {
+              if (isMissing(err)) continue;
+              throw err;
+            }
+            if (backing !== null) used.set(path.basename(backing), `backing file of ${dirent.name}/${file.name}`);
+          }
+        }),
+      ),
+  );
+  return used;
+}

@@ -1,0 +1,300 @@
+/**
+ * The libvirt-file backend: Nova's libvirt image cache (nova.md sections 2 to 4, 6 and 12), with
+ * its known bugs closed.
+ *
+ * Layout: `<instancesPath>/<subdirectoryName>` holds the bases (`sha1(imageId)`, `swap_<MiB>`,
+ * `ephemeral_<GiB>_<ext>`, legacy `<sha1>_<N>` and `<sha1>_sm`); `<instancesPath>/locks` holds the
+ * per-image locks shared by fetch, instance-disk creation and removal, across processes and hosts
+ * on shared storage; `<instancesPath>/compute_nodes` registers the hosts sharing the storage.
+ *
+ * @module
+ */
+import { lstat, mkdir, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { BaseImageScan, CacheEntry } from '../../cache-entry.js';
+import { inspectDiskImage } from '../../disk/qcow2-header.js';
+import { writeQcow2Overlay } from '../../disk/qcow2-overlay.js';
+import { copyRawDisk } from '../../disk/raw-copy.js';
+import {
+  FlavorDiskSmallerThanImageError,
+  InvalidConfigError,
+  InvalidDiskImageError,
+  UnsupportedError,
+} from '../../errors.js';
+import type { ProgressListener } from '../../fetch/download.js';
+import { fileFetchTarget, isRegularFile } from '../../fetch/file-target.js';
+import type { FetchTarget } from '../../fetch/image-fetcher.js';
+import { LockManager } from '../../fetch/lock-manager.js';
+import { assertValidImageId } from '../../image-id.js';
+import type { InUseSet } from '../../instances.js';
+import { ImageManager } from '../../manager.js';
+import type { ImageManagerOptions } from '../../manager.js';
+import { cacheDiskUsage, mtimeOf, touchFile } from '../files.js';
+import { collectBackingFiles } from './backing-files.js';
+import { cacheFileName } from './naming.js';
+import { scanBaseDirectory } from './scan.js';
+import { StorageRegistry } from './storage-registry.js';
+
+/** Options of {@link LibvirtFileImageManager}. */
+export interface LibvirtFileImageManagerOptions extends ImageManagerOptions {
+  /** Nova's `[DEFAULT]instances_path`: root of instance dirs, the cache dir, locks and the registry. */
+  readonly instancesPath: string;
+  /**
+   * How long a host that stopped registering still protects its instances' bases, seconds.
+   * Default 86400 (Nova's hard-coded 24 h).
+   */
+  readonly storageUsersWindowSeconds?: number | undefined;
+}
+
+/** Options of {@link LibvirtFileImageManager.createInstanceDisk}. */
+export interface CreateInstanceDiskOptions {
+  /** The image to build the disk from. */
+  readonly imageId: string;
+  /** The instance's directory, e.g. `<instancesPath>/<uuid>`; created if missing. */
+  readonly instanceDir: string;
+  /**
+   * The disk's size in bytes (the flavor's root disk). Omitted or 0: the image's virtual size
+   * (Nova: root size 0 means "use the image size"). Rounded up to a multiple of 512.
+   */
+  readonly sizeBytes?: number | undefined;
+  /** `qcow2`: a copy-on-write overlay backed by the base (default); `raw`: a full (reflink or sparse) copy. */
+  readonly format?: 'qcow2' | 'raw' | undefined;
+  /** File name inside the instance directory. Default `disk`. */
+  readonly diskName?: string | undefined;
+  /** Cancels the call (the download, the wait for the lock, the copy). */
+  readonly signal?: AbortSignal | undefined;
+  /** Download progress, when the image is not cached yet. */
+  readonly onProgress?: ProgressListener | undefined;
+}
+
+/** The outcome of {@link LibvirtFileImageManager.createInstanceDisk}. */
+export interface InstanceDiskResult {
+  /** The disk's path. */
+  readonly path: string;
+  /** False when the disk already existed and was left as it was (Nova's behaviour). */
+  readonly created: boolean;
+  /** The disk's format. */
+  readonly format: 'qcow2' | 'raw';
+  /** The base it was built from. */
+  readonly basePath: string;
+  /** Whether the image had to be downloaded first. */
+  readonly cacheStatus: 'cached' | 'existing';
+  /** For raw disks, how the copy was made. */
+  readonly copyMethod: string | null;
+  /** The disk's virtual size, bytes. */
+  readonly virtualSize: number;
+}
+
+/** How many times a spawn re-fetches a base that a cleanup removed between fetch and use. */
+const SPAWN_ATTEMPTS = 3;
+
+/** Nova's libvirt image cache manager. */
+export class LibvirtFileImageManager extends ImageManager<string> {
+  /** {@inheritDoc ImageManager.hasImageCache} */
+  readonly hasImageCache = true;
+  /** `[DEFAULT]instances_path`. */
+  readonly instancesPath: string;
+  /** The cache directory: `<instancesPath>/<subdirectoryName>`. */
+  readonly baseDir: string;
+  /** The lock directory: `<instancesPath>/locks`. */
+  readonly lockDir: string;
+  /** The shared-storage registry. */
+  readonly registry: StorageRegistry;
+  #registryCorrupt = false;
+  #lastRegistration = Number.NEGATIVE_INFINITY;
+
+  /** @param options - instances path, host, image source and Nova's `[image_cache]` options */
+  constructor(options: LibvirtFileImageManagerOptions) {
+    const { instancesPath, storageUsersWindowSeconds, ...rest } = options;
+    if (typeof instancesPath !== 'string' || !path.isAbsolute(instancesPath)) {
+      throw new InvalidConfigError('instancesPath', 'an absolute directory path', instancesPath);
+    }
+    const lockDir = path.join(instancesPath, 'locks');
+    super(rest, new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs }), 'libvirt');
+    this.instancesPath = instancesPath;
+    this.baseDir = path.join(instancesPath, this.options.subdirectoryName);
+    this.lockDir = lockDir;
+    this.registry = new StorageRegistry({
+      instancesPath,
+      locks: this.locks,
+      clock: this.clock,
+      windowSeconds: storageUsersWindowSeconds,
+    });
+  }
+
+  /** The cache file name of `imageId`: its SHA-1 (Nova's `get_cache_fname`). */
+  cacheFileName(imageId: string): string {
+    assertValidImageId(imageId);
+    return cacheFileName(imageId);
+  }
+
+  /** The cache file path of `imageId`. */
+  cachePathFor(imageId: string): string {
+    return path.join(this.baseDir, this.cacheFileName(imageId));
+  }
+
+  /** {@inheritDoc ImageManager.getBase} */
+  async getBase(): Promise<string | null> {
+    try {
+      return (await stat(this.baseDir)).isDirectory() ? this.baseDir : null;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  /** {@inheritDoc ImageManager.scanBaseImages} */
+  scanBaseImages(base: string): Promise<BaseImageScan> {
+    return scanBaseDirectory(base);
+  }
+
+  /** {@inheritDoc ImageManager.getDiskUsage} */
+  getDiskUsage(): Promise<number> {
+    return cacheDiskUsage(this.instancesPath, this.baseDir);
+  }
+
+  /**
+   * Registers this host as a user of the instances path now. Passes do it too; call it at start-up
+   * when this host does not run passes itself (Nova gap I: otherwise it is invisible to the others).
+   */
+  async registerStorageUse(): Promise<void> {
+    await this.registry.register(this.host);
+    this.#lastRegistration = this.clock.now();
+  }
+
+  /**
+   * Nova's spawn flow for a root disk: make sure the image is cached (download if missing, touch if
+   * present), then, under the image's lock, check the base is still there, touch it, check the
+   * requested size against the image's virtual size, and create the instance disk: a qcow2 overlay
+   * written in-process, or a raw copy extended to the size. The base cannot be removed between the
+   * check and its use, because removal takes the same lock and re-checks the age we just reset.
+   *
+   * @throws `FlavorDiskSmallerThanImageError` when `sizeBytes` is below the image's virtual size;
+   *   `InvalidDiskImageError` when the base fails the header safety check; the fetch errors
+   */
+  async createInstanceDisk(options: CreateInstanceDiskOptions): Promise<InstanceDiskResult> {
+    const { imageId, instanceDir, signal } = options;
+    assertValidImageId(imageId);
+    const format = options.format ?? 'qcow2';
+    const diskName = options.diskName ?? 'disk';
+    if (diskName === '' || diskName.includes('/') || diskName === '.' || diskName === '..') {
+      throw new InvalidConfigError('diskName', 'a plain file name', diskName);
+    }
+    const diskPath = path.join(instanceDir, diskName);
+    const basePath = this.cachePathFor(imageId);
+    await this.#registerIfDue();
+    for (let attempt = 1; ; attempt++) {
+      const cached = await this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true });
+      const result = await this.locks.withLock(
+        cached.name,
+        async (): Promise<InstanceDiskResult | null> => {
+          // A cleanup that had already decided may have won the lock between fetch and here.
+          if (!(await isRegularFile(basePath))) return null;
+          await touchFile(basePath, this.clock, true, this.log);
+          const info = await inspectDiskImage(basePath, imageId);
+          if (info.header?.backingFile != null) {
+            throw new InvalidDiskImageError(basePath, 'a base image must not have a backing file of its own', imageId);
+          }
+          const requested = options.sizeBytes ?? 0;
+          if (requested !== 0 && requested < info.virtualSize) {
+            throw new FlavorDiskSmallerThanImageError(imageId, requested, info.virtualSize);
+          }
+          const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
+          const common = { path: diskPath, format, basePath, cacheStatus: cached.status, virtualSize };
+          if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
+          await mkdir(instanceDir, { recursive: true });
+          if (format === 'qcow2') {
+            await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId });
+            return { ...common, created: true, copyMethod: null };
+          }
+          if (info.format !== 'raw') {
+            throw new UnsupportedError('A raw instance disk from a qcow2 base', 'use format qcow2, or cache images as raw.', imageId);
+          }
+          const copy = await copyRawDisk(basePath, diskPath, { sizeBytes: virtualSize, signal, imageId });
+          return { ...common, created: true, copyMethod: copy.method };
+        },
+        { signal, imageId },
+      );
+      if (result !== null) return result;
+      if (attempt >= SPAWN_ATTEMPTS) {
+        throw new UnsupportedError(
+          `Creating a disk from image ${imageId}`,
+          `its base was removed ${attempt} times between download and use; check for a cleanup running with a minimum age of 0.`,
+          imageId,
+        );
+      }
+      this.log('base of %s vanished before use; fetching again', imageId);
+    }
+  }
+
+  /** {@inheritDoc ImageManager.storageUsers} */
+  protected override async storageUsers(): Promise<readonly string[]> {
+    const users = await this.registry.registerAndList(this.host);
+    this.#lastRegistration = this.clock.now();
+    // Hosts with unreadable entries are unknown users too: their instances cannot be listed.
+    this.#registryCorrupt = users.corrupt || users.invalid.length > 0;
+    return users.hosts.includes(this.host) ? users.hosts : [...users.hosts, this.host].sort();
+  }
+
+  /** {@inheritDoc ImageManager.removalsSuspended} */
+  protected override removalsSuspended(): string | null {
+    return this.#registryCorrupt
+      ? 'the shared-storage registry (compute_nodes) is unreadable, so other hosts\u2019 instances are unknown'
+      : null;
+  }
+
+  /** {@inheritDoc ImageManager.fetchTargetFor} */
+  protected fetchTargetFor(imageId: string): FetchTarget {
+    return fileFetchTarget(imageId, this.cachePathFor(imageId));
+  }
+
+  /**
+   * An image in use keeps its original and its legacy `_sm` base alive. A resized `<sha1>_<N>`
+   * base is in use only while some instance disk is backed by it (that is what Nova's tests
+   * observe; Nova's own loop skips list elements instead, gap C).
+   */
+  protected entryNamesForImage(imageId: string): readonly string[] {
+    const fingerprint = cacheFileName(imageId);
+    return [fingerprint, `${fingerprint}_sm`];
+  }
+
+  /** {@inheritDoc ImageManager.collectExtraInUse} */
+  protected override async collectExtraInUse(_base: string, inUse: InUseSet): Promise<ReadonlyMap<string, string>> {
+    return collectBackingFiles(this.instancesPath, inUse.instanceNames);
+  }
+
+  /** {@inheritDoc ImageManager.touchEntry} */
+  protected touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
+    return touchFile(path.join(this.baseDir, name), this.clock, tolerateEacces, this.log);
+  }
+
+  /** {@inheritDoc ImageManager.statEntry} */
+  protected statEntry(base: string, entry: CacheEntry): Promise<number | null> {
+    return mtimeOf(path.join(base, entry.name));
+  }
+
+  /** {@inheritDoc ImageManager.removeEntry} */
+  protected async removeEntry(base: string, entry: CacheEntry): Promise<void> {
+    const file = path.join(base, entry.name);
+    // Re-checked under the lock, without following links: only a regular file is ever unlinked.
+    let st;
+    try {
+      st = await lstat(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    if (st.isFile()) await unlink(file);
+  }
+
+  /** {@inheritDoc ImageManager.removeStaging} */
+  protected async removeStaging(base: string, name: string): Promise<void> {
+    await unlink(path.join(base, name));
+  }
+
+  async #registerIfDue(): Promise<void> {
+    // Spawning hosts register too (gap I), at most a few times per registry window.
+    if (this.clock.now() - this.#lastRegistration < 3_600_000) return;
+    await this.registerStorageUse();
+  }
+}

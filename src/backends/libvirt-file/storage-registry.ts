@@ -1,0 +1,240 @@
+/**
+ * The shared-storage registry (Nova's `nova/virt/storage_users.py`): every host whose instances
+ * live under one instances path records, at each pass, that it uses that storage; a pass then
+ * protects the instances of every host seen within the window, not only its own (Nova bug: the
+ * "Disappearing Images" of shared `_base` directories).
+ *
+ * The file is Nova's `<instancesPath>/compute_nodes`, `{"<host>": <epoch seconds>}`, so Nova
+ * hosts and hosts using this library can share one instances path. Three things differ from Nova:
+ * the file is replaced atomically instead of rewritten in place (a crash or a racing host could
+ * leave half a file: bug 1194696); a corrupt file is reported as such instead of being read as
+ * `{}`, because an empty user list lets a pass delete the bases of every other host (bug 3 of the
+ * reference); and the 24 h window is configurable.
+ *
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Clock } from '../../clock.js';
+import { InvalidConfigError } from '../../errors.js';
+import type { LockManager } from '../../fetch/lock-manager.js';
+import { CACHE_FILE_MODE, fsyncDirectory } from '../../fetch/staging.js';
+import { createLogger } from '../../log.js';
+
+const log = createLogger('storage-registry');
+
+/** The registry's file name under the instances path (Nova's). */
+export const STORAGE_REGISTRY_FILE = 'compute_nodes';
+
+/**
+ * The lock guarding the registry. The lock manager adds its own prefix; Nova's lock is
+ * `nova-storage-registry-lock`, so Nova hosts and ours do not exclude each other. That is
+ * tolerable only because our writes are atomic: a Nova host can still lose our update (or we
+ * its) in a race, and the next pass writes it again.
+ */
+export const STORAGE_REGISTRY_LOCK = 'storage-registry-lock';
+
+/** Nova's hard-coded window (`TWENTY_FOUR_HOURS`): hosts seen this recently are storage users. */
+export const DEFAULT_STORAGE_USERS_WINDOW_SECONDS = 86400;
+
+/** Options of {@link StorageRegistry}. */
+export interface StorageRegistryOptions {
+  /** The shared instances path; the registry file is `<instancesPath>/compute_nodes`. */
+  readonly instancesPath: string;
+  /** Locks shared by every host on this storage (lock directory under the instances path). */
+  readonly locks: LockManager;
+  /** Time source of the registration timestamps and of the window. */
+  readonly clock: Clock;
+  /**
+   * A host registered less than this many seconds ago is a storage user (option name
+   * `storageUsersWindowSeconds`). Integer ≥ 1. Default 86400, Nova's fixed value. Keep it well
+   * above every host's pass interval, or a host whose pass is late drops out and stops
+   * protecting its instances' bases.
+   */
+  readonly windowSeconds?: number | undefined;
+}
+
+/** Options of one registry operation. */
+export interface RegistryCallOptions {
+  /** Stops waiting for the registry lock. */
+  readonly signal?: AbortSignal | undefined;
+  /** Overrides the lock manager's wait limit for the registry lock, ms. */
+  readonly timeoutMs?: number | undefined;
+}
+
+/** The result of {@link StorageRegistry.users}. */
+export interface StorageUsers {
+  /**
+   * Hosts registered within the window, sorted. When {@link StorageUsers.corrupt}: empty from
+   * {@link StorageRegistry.users}, only the registering host from
+   * {@link StorageRegistry.registerAndList}.
+   */
+  readonly hosts: readonly string[];
+  /**
+   * True when the file exists but is not a JSON object. Nobody can tell which hosts use the
+   * storage then, so callers must not remove anything until a register has rewritten it.
+   */
+  readonly corrupt: boolean;
+  /**
+   * Hosts whose entry is not a finite number, sorted. They are left out of
+   * {@link StorageUsers.hosts}; their instances are therefore not protected, so a caller may
+   * prefer to suspend removals while this is not empty.
+   */
+  readonly invalid: readonly string[];
+}
+
+/** What a read of the file found. */
+interface RegistryContents {
+  /** Every entry as stored, valid or not (kept on rewrite: entries are never deleted). */
+  readonly raw: Map<string, unknown>;
+  /** The file is there but is not a JSON object. */
+  readonly corrupt: boolean;
+}
+
+/** Reads and updates `<instancesPath>/compute_nodes` under the registry lock. */
+export class StorageRegistry {
+  /** The registry file. */
+  readonly path: string;
+  /** The window, seconds. */
+  readonly windowSeconds: number;
+  readonly #dir: string;
+  readonly #locks: LockManager;
+  readonly #clock: Clock;
+
+  /**
+   * @param options - instances path, locks, clock and window
+   * @throws `InvalidConfigError` when `windowSeconds` is not an integer ≥ 1
+   */
+  constructor(options: StorageRegistryOptions) {
+    const windowSeconds = options.windowSeconds ?? DEFAULT_STORAGE_USERS_WINDOW_SECONDS;
+    if (!Number.isSafeInteger(windowSeconds) || windowSeconds < 1) {
+      throw new InvalidConfigError('storageUsersWindowSeconds', 'an integer ≥ 1 (seconds)', windowSeconds);
+    }
+    this.#dir = options.instancesPath;
+    this.path = path.join(options.instancesPath, STORAGE_REGISTRY_FILE);
+    this.windowSeconds = windowSeconds;
+    this.#locks = options.locks;
+    this.#clock = options.clock;
+  }
+
+  /**
+   * Records that `host` uses this storage now (Nova's `register_storage_use`). A corrupt file is
+   * replaced by one holding only `host`; the other hosts come back at their next pass.
+   */
+  async register(host: string, options: RegistryCallOptions = {}): Promise<void> {
+    assertHost(host);
+    await this.#locked(() => this.#register(host), options);
+  }
+
+  /** The hosts registered within the window (Nova's `get_storage_users`). */
+  async users(options: RegistryCallOptions = {}): Promise<StorageUsers> {
+    return this.#locked(async () => this.#usersOf(await this.#read()), options);
+  }
+
+  /**
+   * Registers `host` and returns the users, in one locked read-modify-write: what a pass calls.
+   * The result reports the file as it was read, so a corrupt file still says `corrupt: true`
+   * (with `host` as the only user) even though this call has just rewritten it.
+   */
+  async registerAndList(host: string, options: RegistryCallOptions = {}): Promise<StorageUsers> {
+    assertHost(host);
+    return this.#locked(async () => {
+      const contents = await this.#register(host);
+      return this.#usersOf(contents);
+    }, options);
+  }
+
+  /**
+   * Every entry with a numeric timestamp (epoch seconds), expired ones included, for operators:
+   * entries are never deleted. Empty when the file is missing or corrupt.
+   */
+  async entries(options: RegistryCallOptions = {}): Promise<Record<string, number>> {
+    const contents = await this.#locked(() => this.#read(), options);
+    // fromEntries defines properties, so a host called `__proto__` cannot reach the prototype.
+    return Object.fromEntries([...contents.raw].filter((entry): entry is [string, number] => isTimestamp(entry[1])));
+  }
+
+  #locked<T>(fn: () => Promise<T>, options: RegistryCallOptions): Promise<T> {
+    return this.#locks.withLock(STORAGE_REGISTRY_LOCK, fn, { signal: options.signal, timeoutMs: options.timeoutMs });
+  }
+
+  async #register(host: string): Promise<RegistryContents> {
+    const contents = await this.#read();
+    // Seconds with a fraction, like Python's time.time(), so Nova hosts read the same kind of value.
+    contents.raw.set(host, this.#clock.now() / 1000);
+    await this.#write(contents.raw);
+    return contents;
+  }
+
+  #usersOf(contents: RegistryContents): StorageUsers {
+    const now = this.#clock.now() / 1000;
+    const hosts: string[] = [];
+    const invalid: string[] = [];
+    for (const [host, value] of contents.raw) {
+      if (!isTimestamp(value)) invalid.push(host);
+      else if (now - value < this.windowSeconds) hosts.push(host);
+    }
+    if (invalid.length > 0) log('ignoring %d registry entries without a numeric timestamp: %o', invalid.length, invalid);
+    return { hosts: hosts.sort(), corrupt: contents.corrupt, invalid: invalid.sort() };
+  }
+
+  async #read(): Promise<RegistryContents> {
+    let text: string;
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { raw: new Map(), corrupt: false };
+      throw err;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      log('%s is not valid JSON; treating the storage users as unknown: %O', this.path, err);
+      return { raw: new Map(), corrupt: true };
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      log('%s does not hold a JSON object; treating the storage users as unknown', this.path);
+      return { raw: new Map(), corrupt: true };
+    }
+    return { raw: new Map(Object.entries(parsed)), corrupt: false };
+  }
+
+  /** Replaces the file atomically: a reader sees the old file or the new one, never a mix. */
+  async #write(raw: ReadonlyMap<string, unknown>): Promise<void> {
+    await mkdir(this.#dir, { recursive: true });
+    // Hidden, and unique per process and call, so racing writers (a Nova host ignoring our lock)
+    // never share a temp file.
+    const temp = path.join(this.#dir, `.${STORAGE_REGISTRY_FILE}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      const handle = await open(temp, 'wx', CACHE_FILE_MODE);
+      try {
+        await handle.writeFile(serialize(raw), 'utf8');
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, this.path);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    }
+    await fsyncDirectory(this.#dir);
+  }
+}
+
+function assertHost(host: unknown): asserts host is string {
+  if (typeof host !== 'string' || host === '') throw new InvalidConfigError('host', 'a non-empty host name', host);
+}
+
+function isTimestamp(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value);
+}
+
+/** JSON laid out as Python's `json.dump` does, so the file looks the same whoever wrote it last. */
+function serialize(raw: ReadonlyMap<string, unknown>): string {
+  const parts: string[] = [];
+  for (const [host, value] of raw) parts.push(`${JSON.stringify(host)}: ${JSON.stringify(value)}`);
+  return `{${parts.join(', ')}}`;
+}
