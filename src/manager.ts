@@ -11,6 +11,7 @@
  * @module
  */
 import { EventEmitter } from 'node:events';
+import pLimit from 'p-limit';
 import type { LimitFunction } from 'p-limit';
 import { throwIfAborted } from './abort.js';
 import type {
@@ -159,6 +160,9 @@ export interface RemovalOutcome {
   /** Set when stat or removal failed. */
   readonly failure: PassFailure | null;
 }
+
+/** Touches and removals a pass runs at once. */
+const PASS_CONCURRENCY = 8;
 
 /** How long a pass waits for an entry's lock before leaving it for the next pass. */
 const PASS_LOCK_WAIT_MS = 2000;
@@ -394,35 +398,58 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
         result.missing.push(name);
       }
     }
+    // Decide in scan order, then touch and remove concurrently (each removal under its own lock);
+    // the report keeps scan order.
+    const actions: (() => Promise<void>)[] = [];
+    const slots: { kept?: KeptEntry | undefined; removed?: RemovedEntry | undefined; failure?: PassFailure | undefined }[] = [];
     for (const entry of scan.entries) {
-      throwIfAborted(signal, 'The cache pass');
+      const slot: (typeof slots)[number] = {};
+      slots.push(slot);
       const user = inUse.entryNames.get(entry.name);
       if (user !== undefined) {
         result.active.push(entry.name);
-        result.kept.push({ name: entry.name, kind: entry.kind, reason: 'in-use', detail: user });
-        try {
-          await this.touchEntry(entry.name, false);
-        } catch (error) {
-          this.log('touching in-use %s failed: %O', entry.name, error);
-          result.failures.push({ name: entry.name, operation: 'touch', error });
-        }
+        slot.kept = { name: entry.name, kind: entry.kind, reason: 'in-use', detail: user };
+        actions.push(async () => {
+          try {
+            await this.touchEntry(entry.name, false);
+          } catch (error) {
+            this.log('touching in-use %s failed: %O', entry.name, error);
+            slot.failure = { name: entry.name, operation: 'touch', error };
+          }
+        });
         continue;
       }
       if (!this.options.removeUnusedBaseImages || suspended !== null) {
-        result.kept.push({ name: entry.name, kind: entry.kind, reason: 'removal-disabled', detail: suspended ?? undefined });
+        slot.kept = { name: entry.name, kind: entry.kind, reason: 'removal-disabled', detail: suspended ?? undefined };
         continue;
       }
       const minAge = this.minimumAgeSeconds(entry);
       const age = (now - entry.lastUsedMs) / 1000;
       if (age < minAge) {
         this.log('%s is unused but too young to remove (%ds < %ds)', entry.name, Math.round(age), minAge);
-        result.kept.push({ name: entry.name, kind: entry.kind, reason: 'too-young' });
+        slot.kept = { name: entry.name, kind: entry.kind, reason: 'too-young' };
         continue;
       }
-      const outcome = await this.removeIfStillUnused(base, entry, minAge, 'unused');
-      if (outcome.removed !== null) result.removed.push(outcome.removed);
-      else if (outcome.failure !== null) result.failures.push(outcome.failure);
-      else if (outcome.kept !== null) result.kept.push(outcome.kept);
+      actions.push(async () => {
+        const outcome = await this.removeIfStillUnused(base, entry, minAge, 'unused');
+        slot.removed = outcome.removed ?? undefined;
+        slot.kept = outcome.kept ?? undefined;
+        slot.failure = outcome.failure ?? undefined;
+      });
+    }
+    const limit = pLimit(PASS_CONCURRENCY);
+    await Promise.all(
+      actions.map((action) =>
+        limit(async () => {
+          throwIfAborted(signal, 'The cache pass');
+          await action();
+        }),
+      ),
+    );
+    for (const slot of slots) {
+      if (slot.kept !== undefined) result.kept.push(slot.kept);
+      if (slot.removed !== undefined) result.removed.push(slot.removed);
+      if (slot.failure !== undefined) result.failures.push(slot.failure);
     }
     for (const staging of scan.staging) {
       const age = (now - staging.lastModifiedMs) / 1000;

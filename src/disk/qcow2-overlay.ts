@@ -7,11 +7,11 @@
  *
  * @module
  */
-import { closeSync, fsync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsync, ftruncateSync, linkSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { InvalidConfigError } from '../errors.js';
-import { CACHE_FILE_MODE, mapWriteError } from '../fetch/staging.js';
+import { CACHE_FILE_MODE, mapWriteError, stagingPathFor } from '../fetch/staging.js';
 import { createLogger } from '../log.js';
 import {
   EXT_BACKING_FORMAT,
@@ -189,27 +189,36 @@ export function encodeQcow2Overlay(options: Qcow2OverlayOptions): EncodedQcow2Ov
  */
 export async function writeQcow2Overlay(file: string, options: Qcow2OverlayOptions): Promise<void> {
   const encoded = encodeQcow2Overlay(options);
+  // Written under a staging name and published with link(), which is atomic and, unlike
+  // rename(), refuses to replace an existing disk: a crash never leaves a partial overlay under
+  // the disk's name, and an existing disk is never clobbered.
+  const staging = stagingPathFor(file);
   let fd: number;
   try {
-    fd = openSync(file, 'wx', CACHE_FILE_MODE);
+    if (existsSync(file)) throw Object.assign(new Error(`EEXIST: file already exists, '${file}'`), { code: 'EEXIST' });
+    fd = openSync(staging, 'wx', CACHE_FILE_MODE);
   } catch (err) {
     throw mapWriteError(err, options.imageId, path.dirname(file), encoded.fileSize);
   }
   try {
-    for (const { position, bytes } of encoded.chunks) writeFully(fd, bytes, position);
-    // The L1 table is all zeros: extending the file leaves it a hole instead of writing it.
-    ftruncateSync(fd, encoded.fileSize);
-    await fsyncAsync(fd);
-  } catch (err) {
-    closeSync(fd);
     try {
-      unlinkSync(file);
-    } catch (unlinkErr) {
-      log('could not remove partial overlay %s: %O', file, unlinkErr);
+      for (const { position, bytes } of encoded.chunks) writeFully(fd, bytes, position);
+      // The L1 table is all zeros: extending the file leaves it a hole instead of writing it.
+      ftruncateSync(fd, encoded.fileSize);
+      await fsyncAsync(fd);
+    } finally {
+      closeSync(fd);
     }
+    linkSync(staging, file);
+  } catch (err) {
     throw mapWriteError(err, options.imageId, path.dirname(file), encoded.fileSize);
+  } finally {
+    try {
+      unlinkSync(staging);
+    } catch (unlinkErr) {
+      log('could not remove overlay staging file %s: %O', staging, unlinkErr);
+    }
   }
-  closeSync(fd);
   log('created overlay %s on %s (%s, %d bytes)', file, options.backingFile, options.backingFormat, options.virtualSize);
 }
 

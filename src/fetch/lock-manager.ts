@@ -17,6 +17,7 @@ import lockfile from 'proper-lockfile';
 import { abortableSleep, throwIfAborted } from '../abort.js';
 import { AbortedError, LockTimeoutError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { lockFs } from './lock-fs.js';
 
 const log = createLogger('lock');
 
@@ -178,6 +179,7 @@ export class LockManager {
           lockfilePath: lockPath,
           stale: this.#staleMs,
           retries: 0,
+          fs: lockFs,
           onCompromised: (err) => {
             // Our refresh failed for longer than staleMs (event loop stalled, storage hung): another
             // process may now hold it. Report instead of crashing the host process.

@@ -183,48 +183,64 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     const diskPath = path.join(instanceDir, diskName);
     const basePath = this.cachePathFor(imageId);
     await this.#registerIfDue();
+    const name = path.basename(basePath);
+    let cacheStatus: 'cached' | 'existing' = 'existing';
     for (let attempt = 1; ; attempt++) {
-      const cached = await this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true });
+      // A cached spawn takes the lock once: check, touch and build under it. Only a miss fetches
+      // (the fetch takes the same lock) and comes back here; a base that a cleanup removed
+      // between fetch and use is simply fetched again.
       const result = await this.locks.withLock(
-        cached.name,
+        name,
         async (): Promise<InstanceDiskResult | null> => {
-          // A cleanup that had already decided may have won the lock between fetch and here.
           if (!(await isRegularFile(basePath))) return null;
           await touchFile(basePath, this.clock, true, this.log);
-          const info = await inspectDiskImage(basePath, imageId);
-          if (info.header?.backingFile != null) {
-            throw new InvalidDiskImageError(basePath, 'a base image must not have a backing file of its own', imageId);
-          }
-          const requested = options.sizeBytes ?? 0;
-          if (requested !== 0 && requested < info.virtualSize) {
-            throw new FlavorDiskSmallerThanImageError(imageId, requested, info.virtualSize);
-          }
-          const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
-          const common = { path: diskPath, format, basePath, cacheStatus: cached.status, virtualSize };
-          if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
-          await mkdir(instanceDir, { recursive: true });
-          if (format === 'qcow2') {
-            await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId });
-            return { ...common, created: true, copyMethod: null };
-          }
-          if (info.format !== 'raw') {
-            throw new UnsupportedError('A raw instance disk from a qcow2 base', 'use format qcow2, or cache images as raw.', imageId);
-          }
-          const copy = await copyRawDisk(basePath, diskPath, { sizeBytes: virtualSize, signal, imageId });
-          return { ...common, created: true, copyMethod: copy.method };
+          return this.#buildDisk(options, basePath, diskPath, format, cacheStatus);
         },
         { signal, imageId },
       );
       if (result !== null) return result;
-      if (attempt >= SPAWN_ATTEMPTS) {
+      if (attempt > SPAWN_ATTEMPTS) {
         throw new UnsupportedError(
           `Creating a disk from image ${imageId}`,
-          `its base was removed ${attempt} times between download and use; check for a cleanup running with a minimum age of 0.`,
+          `its base was removed ${attempt - 1} times between download and use; check for a cleanup running with a minimum age of 0.`,
           imageId,
         );
       }
-      this.log('base of %s vanished before use; fetching again', imageId);
+      if (attempt > 1) this.log('base of %s vanished before use; fetching again', imageId);
+      const fetched = await this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true });
+      if (fetched.status === 'cached') cacheStatus = 'cached';
     }
+  }
+
+  async #buildDisk(
+    options: CreateInstanceDiskOptions,
+    basePath: string,
+    diskPath: string,
+    format: 'qcow2' | 'raw',
+    cacheStatus: 'cached' | 'existing',
+  ): Promise<InstanceDiskResult> {
+    const { imageId, instanceDir, signal } = options;
+    const info = await inspectDiskImage(basePath, imageId);
+    if (info.header?.backingFile != null) {
+      throw new InvalidDiskImageError(basePath, 'a base image must not have a backing file of its own', imageId);
+    }
+    const requested = options.sizeBytes ?? 0;
+    if (requested !== 0 && requested < info.virtualSize) {
+      throw new FlavorDiskSmallerThanImageError(imageId, requested, info.virtualSize);
+    }
+    const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
+    const common = { path: diskPath, format, basePath, cacheStatus, virtualSize };
+    if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
+    await mkdir(instanceDir, { recursive: true });
+    if (format === 'qcow2') {
+      await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId });
+      return { ...common, created: true, copyMethod: null };
+    }
+    if (info.format !== 'raw') {
+      throw new UnsupportedError('A raw instance disk from a qcow2 base', 'use format qcow2, or cache images as raw.', imageId);
+    }
+    const copy = await copyRawDisk(basePath, diskPath, { sizeBytes: virtualSize, signal, imageId });
+    return { ...common, created: true, copyMethod: copy.method };
   }
 
   /** {@inheritDoc ImageManager.storageUsers} */

@@ -5,45 +5,47 @@
  *
  * @module
  */
-import { lstat, readdir } from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import pLimit from 'p-limit';
 import type { BaseImageScan, CacheEntry, StagingEntry } from '../../cache-entry.js';
 import { isStagingName } from '../../fetch/staging.js';
 import { classifyBaseFileName } from './naming.js';
 
-/** lstat calls in flight during a scan: enough to keep the thread pool busy, few enough to stay polite. */
-const STAT_CONCURRENCY = 16;
+/** Entries stat'ed between two yields to the event loop. */
+const YIELD_EVERY = 256;
 
 /** Lists and classifies `baseDir`. Entries vanishing during the scan are simply left out. */
 export async function scanBaseDirectory(baseDir: string): Promise<BaseImageScan> {
   const dirents = await readdir(baseDir, { withFileTypes: true });
-  const limit = pLimit(STAT_CONCURRENCY);
   const entries: CacheEntry[] = [];
   const staging: StagingEntry[] = [];
-  await Promise.all(
-    dirents.map((dirent) =>
-      limit(async () => {
-        if (!dirent.isFile()) return;
-        const { name } = dirent;
-        // Leftovers: interrupted downloads, and the checksum `.info` files Nova stopped writing in
-        // Newton and never cleans (gap D). Both are removed once stale.
-        const staged = isStagingName(name) || name.endsWith('.info');
-        const kind = staged ? null : classifyBaseFileName(name);
-        if (!staged && kind === null) return;
-        let st;
-        try {
-          st = await lstat(path.join(baseDir, name));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-          throw err;
-        }
-        if (!st.isFile()) return;
-        if (kind === null) staging.push({ name, lastModifiedMs: st.mtimeMs });
-        else entries.push({ name, kind, imageId: null, sizeBytes: st.blocks * 512, lastUsedMs: st.mtimeMs });
-      }),
-    ),
-  );
+  let sinceYield = 0;
+  for (const dirent of dirents) {
+    if (!dirent.isFile()) continue;
+    const { name } = dirent;
+    // Leftovers: interrupted downloads, and the checksum `.info` files Nova stopped writing in
+    // Newton and never cleans (gap D). Both are removed once stale.
+    const staged = isStagingName(name) || name.endsWith('.info');
+    const kind = staged ? null : classifyBaseFileName(name);
+    if (!staged && kind === null) continue;
+    // lstat synchronously in batches: cheaper than a thread-pool round trip per file, and the
+    // yields keep the event loop responsive.
+    if (++sinceYield >= YIELD_EVERY) {
+      sinceYield = 0;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    let st;
+    try {
+      st = lstatSync(path.join(baseDir, name));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    if (!st.isFile()) continue;
+    if (kind === null) staging.push({ name, lastModifiedMs: st.mtimeMs });
+    else entries.push({ name, kind, imageId: null, sizeBytes: st.blocks * 512, lastUsedMs: st.mtimeMs });
+  }
   // listdir order is filesystem-dependent; a sorted scan makes passes reproducible.
   entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   staging.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
