@@ -309,8 +309,10 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   }
 
   async #registerIfDue(): Promise<void> {
-    // Spawning hosts register too (gap I), at most a few times per registry window.
-    if (this.clock.now() - this.#lastRegistration < 3_600_000) return;
+    // Spawning hosts register too (gap I): often enough to never fall out of the registry window
+    // (every quarter of it, at most hourly), rarely enough to keep the registry lock quiet.
+    const everyMs = Math.min(3_600_000, (this.registry.windowSeconds * 1000) / 4);
+    if (this.clock.now() - this.#lastRegistration < everyMs) return;
     await this.registerStorageUse();
   }
 }

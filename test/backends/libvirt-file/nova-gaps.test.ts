@@ -89,6 +89,15 @@ describe('Nova gaps closed', () => {
     assert.deepEqual(users.hosts, ['quiet-host', 'spawn-only-host']);
   });
 
+  it('gap I: a spawn-only host stays registered under a short window (re-registers every quarter window)', async () => {
+    const spawner = f.make({ host: 'spawn-only-host', storageUsersWindowSeconds: 1000 });
+    await spawner.createInstanceDisk({ imageId: 'image-1', instanceDir: path.join(f.instancesPath, 'a') });
+    f.clock.advance(900);
+    await spawner.createInstanceDisk({ imageId: 'image-1', instanceDir: path.join(f.instancesPath, 'b') });
+    f.clock.advance(200);
+    assert.deepEqual((await spawner.registry.users()).hosts, ['spawn-only-host']);
+  });
+
   it('bug 1 (Disappearing Images): a host down for two days still protects its bases when the window allows', async () => {
     const window = 3 * DAY;
     const downHost = f.make({ host: 'down-host', storageUsersWindowSeconds: window });
