@@ -10,6 +10,7 @@ export * from './image-id.js';
 export * from './instances.js';
 export * from './cache-entry.js';
 export * from './manager.js';
+export * from './pins.js';
 export type * from './source/image-source.js';
 export * from './fetch/image-fetcher.js';
 export * from './fetch/lock-manager.js';

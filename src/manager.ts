@@ -24,7 +24,7 @@ import type {
 } from './cache-entry.js';
 import { systemClock } from './clock.js';
 import type { Clock } from './clock.js';
-import { LockTimeoutError, UnsupportedError, isImageCacheError } from './errors.js';
+import { InvalidConfigError, LockTimeoutError, UnsupportedError, isImageCacheError } from './errors.js';
 import type { DownloadProgress, ProgressListener } from './fetch/download.js';
 import { ImageFetcher } from './fetch/image-fetcher.js';
 import type { FetchTarget } from './fetch/image-fetcher.js';
@@ -36,6 +36,8 @@ import { createLogger } from './log.js';
 import type { Logger } from './log.js';
 import { resolveImageCacheOptions } from './options.js';
 import type { ImageCacheOptions, ResolvedImageCacheOptions } from './options.js';
+import { MemoryPinStore } from './pins.js';
+import type { PinMap, PinStore } from './pins.js';
 import type { ImageSource } from './source/image-source.js';
 
 /** Supplies the instances of the given hosts (every non-deleted one, soft-deleted included). */
@@ -58,6 +60,11 @@ export interface ImageManagerOptions extends ImageCacheOptions {
   readonly ephemeralNaming?: EphemeralNaming | undefined;
   /** A download limiter shared with other managers in this process. */
   readonly downloadLimiter?: LimitFunction | undefined;
+  /**
+   * Where pins are kept. Default: in memory for in-memory caches; file-backed backends keep them
+   * in a file beside the cache, so they survive a restart.
+   */
+  readonly pins?: PinStore | undefined;
 }
 
 /** Options of {@link ImageManager.cacheImage}. */
@@ -111,6 +118,8 @@ export interface UpdateOptions {
 export interface PassInUse extends InUseSet {
   /** Entry names in use, each with who uses it. */
   readonly entryNames: ReadonlyMap<string, string>;
+  /** Entry names of pinned images, each with its pin's expiry (ms since the epoch). */
+  readonly pinnedNames: ReadonlyMap<string, number>;
 }
 
 /** The inputs of {@link ImageManager.ageAndVerify}. */
@@ -188,6 +197,8 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
   protected readonly locks: LockManager;
   /** How ephemeral base names are derived. */
   protected readonly ephemeralNaming: EphemeralNaming;
+  /** Where pins are kept. */
+  protected readonly pins: PinStore;
   readonly #listInstances: InstanceLister | undefined;
   readonly #fetcher: ImageFetcher | undefined;
 
@@ -198,7 +209,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
    */
   protected constructor(options: ImageManagerOptions, locks: LockManager, logArea: string) {
     super();
-    const { host, source, clock, listInstances, ephemeralNaming, downloadLimiter, ...cacheOptions } = options;
+    const { host, source, clock, listInstances, ephemeralNaming, downloadLimiter, pins, ...cacheOptions } = options;
     if (typeof host !== 'string' || host === '') {
       throw new UnsupportedError('An image manager without a host name', 'pass `host` (this compute host\'s name).');
     }
@@ -208,6 +219,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     this.log = createLogger(logArea);
     this.locks = locks;
     this.ephemeralNaming = ephemeralNaming ?? {};
+    this.pins = pins ?? new MemoryPinStore();
     this.#listInstances = listInstances;
     this.#fetcher =
       source === undefined
@@ -345,6 +357,35 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
   }
 
   /**
+   * Pins `imageId` for `ttlSeconds` from now: until then its entries are neither aged out nor
+   * evicted, used or not. A longer existing pin is kept. Pins outlive the process where the
+   * backend keeps them in a file.
+   *
+   * @returns the pin's expiry, ms since the epoch (the manager's clock)
+   */
+  async pinImage(imageId: string, ttlSeconds: number): Promise<number> {
+    assertValidImageId(imageId);
+    if (!Number.isFinite(ttlSeconds) || ttlSeconds <= 0) {
+      throw new InvalidConfigError('pin ttlSeconds', 'a number of seconds > 0', ttlSeconds);
+    }
+    const untilMs = this.clock.now() + ttlSeconds * 1000;
+    await this.pins.pin(imageId, untilMs);
+    this.log('pinned %s until %s', imageId, new Date(untilMs).toISOString());
+    return (await this.pins.active(this.clock.now())).get(imageId) ?? untilMs;
+  }
+
+  /** Removes the pin of `imageId`; the image then ages as usual from its last use. */
+  async unpinImage(imageId: string): Promise<void> {
+    assertValidImageId(imageId);
+    await this.pins.unpin(imageId);
+  }
+
+  /** The active pins: image id → expiry, ms since the epoch. */
+  listPins(): Promise<PinMap> {
+    return this.pins.active(this.clock.now());
+  }
+
+  /**
    * One periodic pass (Nova's `update`): compute what is in use, scan, age and verify, report.
    *
    * @param instances - every non-deleted instance of every host sharing this cache; omit to ask
@@ -417,6 +458,11 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
             slot.failure = { name: entry.name, operation: 'touch', error };
           }
         });
+        continue;
+      }
+      const pinnedUntil = inUse.pinnedNames.get(entry.name);
+      if (pinnedUntil !== undefined) {
+        slot.kept = { name: entry.name, kind: entry.kind, reason: 'pinned', detail: `until ${new Date(pinnedUntil).toISOString()}` };
         continue;
       }
       if (!this.options.removeUnusedBaseImages || suspended !== null) {
@@ -560,7 +606,11 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     for (const name of inUse.usedEphemeral) entryNames.set(name, 'ephemeral device');
     const extra = await this.collectExtraInUse(base, inUse, scan, signal);
     for (const [name, user] of extra) if (!entryNames.has(name)) entryNames.set(name, user);
-    return { ...inUse, entryNames };
+    const pinnedNames = new Map<string, number>();
+    for (const [imageId, until] of await this.pins.active(this.clock.now())) {
+      for (const name of this.entryNamesForImage(imageId, scan)) pinnedNames.set(name, until);
+    }
+    return { ...inUse, entryNames, pinnedNames };
   }
 
   #report(parts: {

@@ -26,6 +26,8 @@ import { fileFetchTarget, isRegularFile } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { LockManager } from '../../fetch/lock-manager.js';
 import { assertValidImageId } from '../../image-id.js';
+import { systemClock } from '../../clock.js';
+import { FilePinStore } from '../../pins.js';
 import type { InUseSet } from '../../instances.js';
 import { ImageManager } from '../../manager.js';
 import type { ImageManagerOptions } from '../../manager.js';
@@ -85,6 +87,9 @@ export interface InstanceDiskResult {
   readonly virtualSize: number;
 }
 
+/** The pin file under the instances path, beside Nova's `compute_nodes`. */
+export const PIN_FILE = 'imagecache_pins.json';
+
 /** How many times a spawn re-fetches a base that a cleanup removed between fetch and use. */
 const SPAWN_ATTEMPTS = 3;
 
@@ -110,7 +115,9 @@ export class LibvirtFileImageManager extends ImageManager<string> {
       throw new InvalidConfigError('instancesPath', 'an absolute directory path', instancesPath);
     }
     const lockDir = path.join(instancesPath, 'locks');
-    super(rest, new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs }), 'libvirt');
+    const locks = new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs });
+    const pins = rest.pins ?? new FilePinStore(path.join(instancesPath, PIN_FILE), locks, rest.clock ?? systemClock);
+    super({ ...rest, pins }, locks, 'libvirt');
     this.instancesPath = instancesPath;
     this.baseDir = path.join(instancesPath, this.options.subdirectoryName);
     this.lockDir = lockDir;

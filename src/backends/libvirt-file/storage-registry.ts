@@ -13,13 +13,12 @@
  *
  * @module
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../../clock.js';
 import { InvalidConfigError } from '../../errors.js';
 import type { LockManager } from '../../fetch/lock-manager.js';
-import { CACHE_FILE_MODE, fsyncDirectory } from '../../fetch/staging.js';
+import { writeFileAtomically } from '../../fetch/atomic-file.js';
 import { createLogger } from '../../log.js';
 
 const log = createLogger('storage-registry');
@@ -98,7 +97,6 @@ export class StorageRegistry {
   readonly path: string;
   /** The window, seconds. */
   readonly windowSeconds: number;
-  readonly #dir: string;
   readonly #locks: LockManager;
   readonly #clock: Clock;
 
@@ -111,7 +109,6 @@ export class StorageRegistry {
     if (!Number.isSafeInteger(windowSeconds) || windowSeconds < 1) {
       throw new InvalidConfigError('storageUsersWindowSeconds', 'an integer ≥ 1 (seconds)', windowSeconds);
     }
-    this.#dir = options.instancesPath;
     this.path = path.join(options.instancesPath, STORAGE_REGISTRY_FILE);
     this.windowSeconds = windowSeconds;
     this.#locks = options.locks;
@@ -203,24 +200,7 @@ export class StorageRegistry {
 
   /** Replaces the file atomically: a reader sees the old file or the new one, never a mix. */
   async #write(raw: ReadonlyMap<string, unknown>): Promise<void> {
-    await mkdir(this.#dir, { recursive: true });
-    // Hidden, and unique per process and call, so racing writers (a Nova host ignoring our lock)
-    // never share a temp file.
-    const temp = path.join(this.#dir, `.${STORAGE_REGISTRY_FILE}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-    try {
-      const handle = await open(temp, 'wx', CACHE_FILE_MODE);
-      try {
-        await handle.writeFile(serialize(raw), 'utf8');
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, this.path);
-    } catch (err) {
-      await unlink(temp).catch(() => undefined);
-      throw err;
-    }
-    await fsyncDirectory(this.#dir);
+    await writeFileAtomically(this.path, serialize(raw));
   }
 }
 

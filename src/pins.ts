@@ -1,0 +1,127 @@
+/**
+ * Pins: an image pre-cached "for N hours" is neither aged out nor evicted before then, whatever its
+ * use. Nova has no such thing (a pre-cached image unused for 24 h is removed by the next pass, even
+ * when the rollout it was cached for has not started yet); kubelet and Glance lack it too.
+ *
+ * A pin is keyed by image id and holds an expiry. File-backed caches keep pins in a JSON file
+ * beside the cache so they survive a restart and are shared by every process (and host) using it.
+ *
+ * @module
+ */
+import { readFile } from 'node:fs/promises';
+import type { Clock } from './clock.js';
+import type { LockManager } from './fetch/lock-manager.js';
+import { writeFileAtomically } from './fetch/atomic-file.js';
+import { createLogger } from './log.js';
+
+const log = createLogger('pins');
+
+/** Active pins: image id → expiry, ms since the epoch. */
+export type PinMap = ReadonlyMap<string, number>;
+
+/** Where pins are kept. */
+export interface PinStore {
+  /** Pins `imageId` until `untilMs`; an existing later expiry is kept (pins only ever extend). */
+  pin(imageId: string, untilMs: number): Promise<void>;
+  /** Removes the pin of `imageId`, if any. */
+  unpin(imageId: string): Promise<void>;
+  /** The pins still active at `nowMs` (expired ones are left out). */
+  active(nowMs: number): Promise<PinMap>;
+}
+
+/** Pins in memory: for caches that live no longer than the process, and for tests. */
+export class MemoryPinStore implements PinStore {
+  readonly #pins = new Map<string, number>();
+
+  /** Pins `imageId` until `untilMs` (keeps a later expiry). */
+  pin(imageId: string, untilMs: number): Promise<void> {
+    this.#pins.set(imageId, Math.max(untilMs, this.#pins.get(imageId) ?? Number.NEGATIVE_INFINITY));
+    return Promise.resolve();
+  }
+
+  /** Removes the pin of `imageId`. */
+  unpin(imageId: string): Promise<void> {
+    this.#pins.delete(imageId);
+    return Promise.resolve();
+  }
+
+  /** Pins active at `nowMs`. */
+  active(nowMs: number): Promise<PinMap> {
+    return Promise.resolve(new Map([...this.#pins].filter(([, until]) => until > nowMs)));
+  }
+}
+
+/** The lock name guarding the pin file's read-modify-write across processes. */
+const PIN_LOCK = 'pins';
+
+/**
+ * Pins in a JSON file (`{"<image id>": <expiry ms>}`), replaced atomically under a cross-process
+ * lock, so concurrent pre-cache requests in several processes never lose each other's pins.
+ * Expired pins are dropped on the next write. An unreadable file counts as no pins (logged): a
+ * pin only delays removal, so losing one can never delete something in use.
+ */
+export class FilePinStore implements PinStore {
+  /** The pin file. */
+  readonly path: string;
+  readonly #locks: LockManager;
+  readonly #clock: Clock;
+
+  /**
+   * @param filePath - the JSON file
+   * @param locks - the cache's lock manager (its lock directory makes the lock cross-process)
+   * @param clock - the cache's clock, which decides when a pin has expired and may be dropped
+   */
+  constructor(filePath: string, locks: LockManager, clock: Clock) {
+    this.path = filePath;
+    this.#locks = locks;
+    this.#clock = clock;
+  }
+
+  /** Pins `imageId` until `untilMs` (keeps a later expiry). */
+  async pin(imageId: string, untilMs: number): Promise<void> {
+    await this.#modify((pins) => {
+      pins.set(imageId, Math.max(untilMs, pins.get(imageId) ?? Number.NEGATIVE_INFINITY));
+    });
+  }
+
+  /** Removes the pin of `imageId`. */
+  async unpin(imageId: string): Promise<void> {
+    await this.#modify((pins) => pins.delete(imageId));
+  }
+
+  /** Pins active at `nowMs`. */
+  async active(nowMs: number): Promise<PinMap> {
+    const pins = await this.#read();
+    return new Map([...pins].filter(([, until]) => until > nowMs));
+  }
+
+  async #modify(change: (pins: Map<string, number>) => void): Promise<void> {
+    await this.#locks.withLock(PIN_LOCK, async () => {
+      const pins = await this.#read();
+      change(pins);
+      const nowMs = this.#clock.now();
+      for (const [id, until] of pins) if (until <= nowMs) pins.delete(id);
+      await writeFileAtomically(this.path, `${JSON.stringify(Object.fromEntries(pins), null, 1)}\n`);
+    });
+  }
+
+  async #read(): Promise<Map<string, number>> {
+    let text: string;
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
+      throw err;
+    }
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+      return new Map(
+        Object.entries(parsed).filter((pair): pair is [string, number] => typeof pair[1] === 'number' && Number.isFinite(pair[1])),
+      );
+    } catch (err) {
+      log('%s is unreadable (%s); treating it as no pins', this.path, (err as Error).message);
+      return new Map();
+    }
+  }
+}
