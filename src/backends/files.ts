@@ -2,9 +2,15 @@
  * File operations shared by the file-backed backends: touching with Nova's error policy, and disk
  * usage counted in allocated blocks.
  *
+ * Touch and stat are answered with synchronous system calls: each is a few microseconds of
+ * metadata work, while a trip through libuv's thread pool costs 100 µs or more, and a cached spawn
+ * is a handful of them. (The lock files on the same storage are handled the same way; see
+ * fetch/lock-fs.ts.)
+ *
  * @module
  */
-import { lstat, readdir, stat, utimes } from 'node:fs/promises';
+import { lstatSync, utimesSync } from 'node:fs';
+import { lstat, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -13,26 +19,27 @@ import type { Logger } from '../log.js';
  * Sets `file`'s atime and mtime to `clock.now()`. A missing file throws (Nova's `FileNotFound`).
  * With `tolerateEacces`, EACCES is logged and ignored: the spawn path on NFS (Nova bug 1809123).
  */
-export async function touchFile(file: string, clock: Clock, tolerateEacces: boolean, log?: Logger): Promise<void> {
+export function touchFile(file: string, clock: Clock, tolerateEacces: boolean, log?: Logger): Promise<void> {
   const seconds = clock.now() / 1000;
   try {
-    await utimes(file, seconds, seconds);
+    utimesSync(file, seconds, seconds);
   } catch (err) {
     if (tolerateEacces && (err as NodeJS.ErrnoException).code === 'EACCES') {
       log?.('could not touch %s (EACCES); ignored on the spawn path', file);
-      return;
+      return Promise.resolve();
     }
-    throw err;
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
   }
+  return Promise.resolve();
 }
 
 /** The file's mtime in ms, or null when it does not exist. Symlinks are not followed. */
-export async function mtimeOf(file: string): Promise<number | null> {
+export function mtimeOf(file: string): Promise<number | null> {
   try {
-    return (await lstat(file)).mtimeMs;
+    return Promise.resolve(lstatSync(file).mtimeMs);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return Promise.resolve(null);
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
   }
 }
 

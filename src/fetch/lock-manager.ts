@@ -59,6 +59,7 @@ export class LockManager {
   readonly #staleMs: number;
   readonly #timeoutMs: number;
   readonly #tails = new Map<string, Promise<void>>();
+  #lockDirReady = false;
 
   /** @param options - lock directory and timings */
   constructor(options: LockManagerOptions = {}) {
@@ -168,9 +169,13 @@ export class LockManager {
   ): Promise<(() => Promise<void>) | undefined> {
     const lockPath = this.lockPathFor(name);
     if (lockPath === undefined || this.lockDir === undefined) return undefined;
-    await mkdir(this.lockDir, { recursive: true });
+    if (!this.#lockDirReady) {
+      await mkdir(this.lockDir, { recursive: true });
+      this.#lockDirReady = true;
+    }
     const target = path.join(this.lockDir, `${LOCK_PREFIX}${name}`);
     let delay = 25;
+    let recreated = false;
     for (;;) {
       throwIfAborted(options.signal, `Waiting for lock ${name}`, options.imageId);
       try {
@@ -190,7 +195,14 @@ export class LockManager {
           await unlock();
         };
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' && !recreated) {
+          // The lock directory was removed since we created it (an operator cleaning up): recreate it.
+          recreated = true;
+          await mkdir(this.lockDir, { recursive: true });
+          continue;
+        }
+        if (code !== 'ELOCKED') throw err;
       }
       const waited = Date.now() - started;
       if (waited >= timeoutMs) throw new LockTimeoutError(name, waited, options.imageId);

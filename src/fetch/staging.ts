@@ -57,6 +57,9 @@ export async function fsyncDirectory(dir: string): Promise<void> {
   }
 }
 
+/** Written bytes after which a staging file starts a background `fdatasync`. */
+const SYNC_EVERY_BYTES = 32 * 1024 * 1024;
+
 /**
  * A staging file for `finalPath`. Created lazily in the same directory (which is created if
  * missing, as Nova's `cache()` does).
@@ -69,6 +72,8 @@ export class FileStagingSink implements StagingSink {
   readonly #imageId: string | undefined;
   #handle: FileHandle | undefined;
   #done = false;
+  #unsynced = 0;
+  #syncing: Promise<void> | undefined;
 
   private constructor(finalPath: string, imageId: string | undefined) {
     this.finalPath = finalPath;
@@ -98,6 +103,18 @@ export class FileStagingSink implements StagingSink {
         const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset);
         offset += bytesWritten;
       }
+      this.#unsynced += chunk.length;
+      if (this.#unsynced >= SYNC_EVERY_BYTES && this.#syncing === undefined) {
+        // Flush what is written so far on another thread-pool thread while the download goes on:
+        // the kernel would otherwise hold up to dirty_background_ratio of RAM (GiBs) and write it
+        // all in the final fsync, after the last byte arrived.
+        this.#unsynced = 0;
+        const syncing = handle.datasync().finally(() => {
+          this.#syncing = undefined;
+        });
+        syncing.catch(() => undefined);
+        this.#syncing = syncing;
+      }
     } catch (err) {
       throw mapWriteError(err, this.#imageId, path.dirname(this.finalPath), chunk.length);
     }
@@ -107,6 +124,7 @@ export class FileStagingSink implements StagingSink {
   async commit(): Promise<void> {
     const handle = this.#requireHandle();
     try {
+      await this.#syncing;
       await handle.sync();
       await handle.close();
       this.#handle = undefined;
@@ -122,6 +140,7 @@ export class FileStagingSink implements StagingSink {
   async discard(): Promise<void> {
     const handle = this.#handle;
     this.#handle = undefined;
+    await this.#syncing?.catch(() => undefined);
     await handle?.close().catch(() => undefined);
     if (this.#done) return;
     await unlink(this.stagingPath).catch((err: unknown) => {

@@ -9,7 +9,8 @@
  *
  * @module
  */
-import { lstat, mkdir, stat, unlink } from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
+import { lstat, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { BaseImageScan, CacheEntry } from '../../cache-entry.js';
 import { inspectDiskImage } from '../../disk/qcow2-header.js';
@@ -238,7 +239,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
     const common = { path: diskPath, format, basePath, cacheStatus, virtualSize };
     if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
-    await mkdir(instanceDir, { recursive: true });
+    mkdirSync(instanceDir, { recursive: true });
     if (format === 'qcow2') {
       await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId });
       return { ...common, created: true, copyMethod: null };
