@@ -34,3 +34,8 @@ export * from './backends/libvirt-file/libvirt-file-manager.js';
 export * from './backends/libvirt-file/naming.js';
 export * from './backends/libvirt-file/storage-registry.js';
 export * from './periodic.js';
+export { createProgressBar, formatBytes } from './cli/progress-bar.js';
+export type { OutputStream, ProgressBar, ProgressBarOptions } from './cli/progress-bar.js';
+export { runCli, helpText } from './cli/run-cli.js';
+export { ExitCode } from './cli/context.js';
+export type { CliIo, ExitCodeValue } from './cli/context.js';

@@ -1,0 +1,123 @@
+// The `virt-imagecache` operator CLI, run as a real process (the built bin) against a real
+// loopback Glance: output for people and for scripts, documented exit codes, clean interruption.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { cacheFileName } from '../../src/backends/libvirt-file/naming.js';
+import { startFakeGlance } from '../../src/testing/index.js';
+import type { FakeGlance } from '../../src/testing/index.js';
+import { makeTempDir, seededBytes } from '../helpers/tmp.js';
+
+const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/bin.js');
+const IMAGE = '6f1f3c1e-0c7a-4b8e-9a3e-3f5b8d9c2a10';
+const BIG = '7a2b4c6d-1e3f-4a5b-8c7d-9e0f1a2b3c4d';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: readonly string[], options: { env?: NodeJS.ProcessEnv; onStderr?: (text: string, kill: () => void) => void } = {}): Promise<Run> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    options.onStderr?.(stderr, () => child.kill('SIGINT'));
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('virt-imagecache CLI', () => {
+  let glance: FakeGlance;
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  const data = seededBytes(3 * 1024 * 1024 + 17, 7);
+
+  before(async () => {
+    ({ dir, cleanup } = await makeTempDir('vic-cli-'));
+    glance = await startFakeGlance({
+      images: [
+        { id: IMAGE, content: data },
+        { id: BIG, content: { size: 64 * 1024 * 1024, seed: 9 }, faults: { throttleBytesPerSecond: 8 * 1024 * 1024 } },
+      ],
+    });
+  });
+  after(async () => {
+    await glance.close();
+    await cleanup();
+  });
+
+  it('--help lists every command and the exit codes; no command is a usage error (2)', async () => {
+    const help = await cli(['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /fetch/);
+    assert.match(help.stdout, /Exit codes: 0 done; 1 failed; 2 bad usage/);
+    assert.equal((await cli([])).code, 2);
+    const unknown = await cli(['frobnicate']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown command 'frobnicate'/);
+    assert.equal((await cli(['fetch', '--no-such-flag', IMAGE])).code, 2);
+  });
+
+  it('fetch without an image service is a usage error naming the flag', async () => {
+    const run = await cli(['fetch', IMAGE, '--instances-path', dir]);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /--glance/);
+  });
+
+  it('fetch downloads and verifies once, prints progress lines when not a TTY, then reports existing', async () => {
+    const first = await cli(['fetch', IMAGE, '--instances-path', dir, '--glance', glance.url]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, new RegExp(`^cached ${IMAGE} as ${cacheFileName(IMAGE)} \\(${String(data.length)} bytes, sha512 digest verified\\)`));
+    assert.match(first.stderr, /100% /);
+    const second = await cli(['fetch', IMAGE, '--instances-path', dir, '--glance', glance.url, '--json']);
+    assert.equal(second.code, 0);
+    const result = JSON.parse(second.stdout) as { status: string; name: string };
+    assert.equal(result.status, 'existing');
+    assert.equal(glance.bytesServed(IMAGE), data.length);
+  });
+
+  it('options come from a JSON file; a bad option there is a usage error naming it', async () => {
+    const good = path.join(dir, 'good.json');
+    await writeFile(good, JSON.stringify({ instancesPath: dir, glanceUrl: glance.url, cache: { maxConcurrentDownloads: 2 } }));
+    assert.equal((await cli(['fetch', IMAGE, '--config', good, '--json'])).code, 0);
+    const bad = path.join(dir, 'bad.json');
+    await writeFile(bad, JSON.stringify({ instancesPath: dir, cache: { managerInterval: 'often' } }));
+    const run = await cli(['fetch', IMAGE, '--config', bad]);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /managerInterval/);
+  });
+
+  it('a failed fetch exits 1 with the typed error code in --json', async () => {
+    const run = await cli(['fetch', 'no-such-image', '--instances-path', dir, '--glance', glance.url, '--json']);
+    assert.equal(run.code, 1);
+    assert.equal((JSON.parse(run.stdout) as { error: { code: string } }).error.code, 'ERR_IMAGE_NOT_FOUND');
+  });
+
+  it('SIGINT mid-download exits 130 and leaves nothing under the final name', async () => {
+    let killed = false;
+    const run = await cli(['fetch', BIG, '--instances-path', dir, '--glance', glance.url], {
+      onStderr: (text, kill) => {
+        if (!killed && /\d+%/.test(text)) {
+          killed = true;
+          kill();
+        }
+      },
+    });
+    assert.ok(killed, 'no progress was printed before the download finished');
+    assert.equal(run.code, 130, run.stderr);
+    const files = await readdir(path.join(dir, '_base'));
+    assert.deepEqual(files.filter((name) => name.startsWith(cacheFileName(BIG))), []);
+  });
+});
