@@ -3,6 +3,7 @@
  *
  * @module
  */
+import type { CapacityReport } from './capacity/controller.js';
 
 /**
  * The class of a cache entry, which decides its minimum age:
@@ -45,8 +46,12 @@ export interface BaseImageScan {
 /** Why an entry was kept by a pass. */
 export type KeptReason = 'in-use' | 'too-young' | 'removal-disabled' | 'busy' | 'touched-meanwhile' | 'pinned';
 
-/** Why an entry was removed. */
-export type RemovalReason = 'unused' | 'stale-staging' | 'cap' | 'watermark' | 'operator';
+/**
+ * Why an entry was removed: `unused` (aged out by a pass), `stale-staging` (a crash's leftover),
+ * `cap` (over `maxCacheBytes`), `watermark` (filesystem above the high watermark), `reclaim`
+ * (room for a download), `operator` (`remove()`).
+ */
+export type RemovalReason = 'unused' | 'stale-staging' | 'cap' | 'watermark' | 'reclaim' | 'operator';
 
 /** An entry a pass removed. */
 export interface RemovedEntry {
@@ -62,6 +67,8 @@ export interface RemovedEntry {
   readonly reason: RemovalReason;
   /** How long it had been unused, seconds. */
   readonly ageSeconds: number;
+  /** Why, in words (e.g. which rule and figures made it go). */
+  readonly detail?: string | undefined;
 }
 
 /** An entry a pass kept, with the reason. */
@@ -110,4 +117,6 @@ export interface PassReport {
   readonly missing: readonly string[];
   /** Failures (touch or removal errors). */
   readonly failures: readonly PassFailure[];
+  /** What the size cap and disk watermarks saw and freed; null when the pass was skipped. */
+  readonly capacity?: CapacityReport | null | undefined;
 }

@@ -39,3 +39,4 @@ export type { OutputStream, ProgressBar, ProgressBarOptions } from './cli/progre
 export { runCli, helpText } from './cli/run-cli.js';
 export { ExitCode } from './cli/context.js';
 export type { CliIo, ExitCodeValue } from './cli/context.js';
+export * from './capacity/index.js';

@@ -6,7 +6,9 @@
  * {@link ImageManager.getDiskUsage} and the protected primitives (`fetchTargetFor`,
  * `entryNamesForImage`, `touchEntry`, `statEntry`, `removeEntry`, `removeStaging`). Everything else
  * (in-use computation, aging with a locked re-check, single-flight verified fetch, reporting,
- * events) is inherited.
+ * events, and capacity: size cap, watermarks, room before downloads, stats, `list`/`remove`/
+ * `prune`, all in `capacity/`) is inherited. A backend that can measure its storage overrides
+ * `cacheFilesystemUsage` to turn on the watermarks and the free-space check.
  *
  * @module
  */
@@ -14,6 +16,12 @@ import { EventEmitter } from 'node:events';
 import pLimit from 'p-limit';
 import type { LimitFunction } from 'p-limit';
 import { throwIfAborted } from './abort.js';
+import { CapacityController } from './capacity/controller.js';
+import type { CapacityReport, EvictionEvent } from './capacity/controller.js';
+import { listEntries, pruneCache, removeImage } from './capacity/operator.js';
+import type { ListedEntry, OperatorOptions, PruneOptions, PruneReport } from './capacity/operator.js';
+import type { FilesystemUsage } from './capacity/statfs.js';
+import type { CacheStats } from './capacity/stats.js';
 import type {
   BaseImageScan,
   CacheEntry,
@@ -27,7 +35,7 @@ import type { Clock } from './clock.js';
 import { InvalidConfigError, LockTimeoutError, UnsupportedError, isImageCacheError } from './errors.js';
 import type { DownloadProgress, ProgressListener } from './fetch/download.js';
 import { ImageFetcher } from './fetch/image-fetcher.js';
-import type { FetchTarget } from './fetch/image-fetcher.js';
+import type { EnsureResult, FetchTarget } from './fetch/image-fetcher.js';
 import type { LockManager } from './fetch/lock-manager.js';
 import { assertValidImageId } from './image-id.js';
 import { computeInUse } from './instances.js';
@@ -146,6 +154,8 @@ export interface AgeResult {
   readonly missing: string[];
   /** Non-fatal failures. */
   readonly failures: PassFailure[];
+  /** What the size cap and watermarks saw and freed. */
+  readonly capacity?: CapacityReport | null | undefined;
 }
 
 /** Events every manager emits. */
@@ -154,6 +164,8 @@ export interface ImageManagerEvents {
   pass: [report: PassReport];
   /** An entry was removed (by a pass, by eviction, or by an operator). */
   removed: [entry: RemovedEntry];
+  /** An entry was evicted for capacity (also reported as `removed`). */
+  evicted: [event: EvictionEvent];
   /** An image was downloaded into the cache. */
   cached: [result: CacheImageResult];
   /** Download progress of any image. */
@@ -201,6 +213,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
   protected readonly pins: PinStore;
   readonly #listInstances: InstanceLister | undefined;
   readonly #fetcher: ImageFetcher | undefined;
+  readonly #capacity: CapacityController<TBase>;
 
   /**
    * @param options - shared options (validated here)
@@ -233,6 +246,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
             bytesPerSecond: this.options.downloadBytesPerSecond,
             requireChecksum: this.options.requireChecksum,
           });
+    this.#capacity = this.#createCapacity();
   }
 
   /** The fetcher, for backends that fetch outside {@link cacheImage} (e.g. a spawn path). */
@@ -320,28 +334,63 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     return entry.name;
   }
 
+  /**
+   * Size and free space of the storage holding the cache (`base` is null when the cache does not
+   * exist yet: measure where it will be created), or null when the backend cannot tell (the
+   * default). The disk watermarks and the free-space check before a download need it; the size
+   * cap does not.
+   */
+  protected cacheFilesystemUsage(_base: TBase | null): Promise<FilesystemUsage | null> {
+    return Promise.resolve(null);
+  }
+
+  /** The size of entry `name` as served, bytes (the bytes-saved counter), or null when it is gone. Default: from a scan. */
+  protected async entrySizeBytes(name: string): Promise<number | null> {
+    const base = await this.getBase();
+    if (base === null) return null;
+    return (await this.scanBaseImages(base)).entries.find((entry) => entry.name === name)?.sizeBytes ?? null;
+  }
+
+  /** Counts a request a backend served from the cache without going through {@link cacheImage}. */
+  protected recordCacheHit(name: string): Promise<void> {
+    return this.#capacity.recordHit(name);
+  }
+
   // ---- Template methods ----
 
   /**
    * Makes sure `imageId` is in the cache: downloads and verifies it if missing, touches it if
    * present, under the per-image lock (Nova's `cache_image`, with the lock Nova forgot: gap A).
+   * Before a download, room is made (see the capacity options); after it, the size cap and the
+   * watermarks are enforced when a `listInstances` callback can tell what is in use.
    *
-   * @throws a typed `ImageCacheError` on failure; nothing partial is left behind
+   * @throws a typed `ImageCacheError` on failure (`DiskFullError` when the image does not fit);
+   *   nothing partial is left behind
    */
   async cacheImage(imageId: string, options: CacheImageOptions = {}): Promise<CacheImageResult> {
     assertValidImageId(imageId);
     const target = this.fetchTargetFor(imageId);
     const tolerate = options.tolerateTouchErrors ?? false;
-    const result = await this.fetcher.ensure(imageId, target, {
-      signal: options.signal,
-      bytesPerSecond: options.bytesPerSecond,
-      onProgress: (progress) => {
-        options.onProgress?.(progress);
-        this.emit('progress', progress);
-      },
-      onExisting: () => this.touchEntry(target.name, tolerate),
-      afterDownload: () => this.touchEntry(target.name, tolerate),
-    });
+    const fill = this.#capacity.beginFill(imageId, target.name);
+    let result: EnsureResult;
+    try {
+      result = await this.fetcher.ensure(imageId, fill.track(target), {
+        signal: options.signal,
+        bytesPerSecond: options.bytesPerSecond,
+        onProgress: (progress) => {
+          options.onProgress?.(progress);
+          this.emit('progress', progress);
+        },
+        onExisting: () => this.touchEntry(target.name, tolerate),
+        beforeDownload: (info, downloadSignal) => fill.admit(info, downloadSignal),
+        afterDownload: () => this.touchEntry(target.name, tolerate),
+      });
+      await fill.finish(result, options.signal);
+    } catch (error) {
+      throw await fill.failed(error);
+    } finally {
+      fill.end();
+    }
     const outcome: CacheImageResult = {
       status: result.status,
       imageId,
@@ -383,6 +432,52 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
   /** The active pins: image id → expiry, ms since the epoch. */
   listPins(): Promise<PinMap> {
     return this.pins.active(this.clock.now());
+  }
+
+  /**
+   * The cache's entries with size, kind, image id (when known), last use, pin, and whether they
+   * are in use: known when `options.instances` is given or the manager has `listInstances`.
+   */
+  list(options: OperatorOptions = {}): Promise<ListedEntry[]> {
+    return listEntries(this.#capacity, options);
+  }
+
+  /**
+   * Removes `imageId`'s entries now, whatever their age. Refuses, removing nothing, when one is
+   * in use, pinned, being cached, or locked by a spawn.
+   *
+   * @throws `ImageInUseError` (`ERR_IMAGE_IN_USE`) when in use or pinned; `UnsupportedError` when
+   *   nothing tells what is in use (no instances given and no `listInstances`)
+   * @returns the entries removed (none when the image is not cached)
+   */
+  remove(imageId: string, options: OperatorOptions = {}): Promise<RemovedEntry[]> {
+    assertValidImageId(imageId);
+    return removeImage(this.#capacity, imageId, options);
+  }
+
+  /**
+   * Applies the pass's removal policy now (aging, then the size cap and watermarks, least
+   * recently used first) without touching anything in use. With `dryRun`, only says what would
+   * go and why.
+   *
+   * @throws `UnsupportedError` when nothing tells what is in use
+   */
+  prune(options: PruneOptions = {}): Promise<PruneReport> {
+    return pruneCache(this.#capacity, options);
+  }
+
+  /**
+   * Hits, misses, downloads, bytes downloaded and served from the cache, evictions and removals by
+   * reason. In-process counters: this manager since it was created or {@link resetStats}, reset
+   * by a restart.
+   */
+  getStats(): CacheStats {
+    return this.#capacity.stats.snapshot();
+  }
+
+  /** Starts the counters of {@link getStats} again from zero. */
+  resetStats(): void {
+    this.#capacity.stats.reset(this.clock.now());
   }
 
   /**
@@ -439,63 +534,35 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
         result.missing.push(name);
       }
     }
-    // Decide in scan order, then touch and remove concurrently (each removal under its own lock);
-    // the report keeps scan order.
-    const actions: (() => Promise<void>)[] = [];
-    const slots: { kept?: KeptEntry | undefined; removed?: RemovedEntry | undefined; failure?: PassFailure | undefined }[] = [];
-    for (const entry of scan.entries) {
-      const slot: (typeof slots)[number] = {};
-      slots.push(slot);
-      const user = inUse.entryNames.get(entry.name);
-      if (user !== undefined) {
-        result.active.push(entry.name);
-        slot.kept = { name: entry.name, kind: entry.kind, reason: 'in-use', detail: user };
-        actions.push(async () => {
+    // The policy decides (capacity/policy.ts: the same rules as eviction and prune()); in-use
+    // entries are touched meanwhile. Each removal runs under its own lock; the report keeps scan order.
+    const limit = pLimit(PASS_CONCURRENCY);
+    const touchFailures = new Map<string, PassFailure>();
+    const touches = scan.entries
+      .filter((entry) => inUse.entryNames.has(entry.name))
+      .map((entry) =>
+        limit(async () => {
+          throwIfAborted(signal, 'The cache pass');
           try {
             await this.touchEntry(entry.name, false);
           } catch (error) {
             this.log('touching in-use %s failed: %O', entry.name, error);
-            slot.failure = { name: entry.name, operation: 'touch', error };
+            touchFailures.set(entry.name, { name: entry.name, operation: 'touch', error });
           }
-        });
-        continue;
-      }
-      const pinnedUntil = inUse.pinnedNames.get(entry.name);
-      if (pinnedUntil !== undefined) {
-        slot.kept = { name: entry.name, kind: entry.kind, reason: 'pinned', detail: `until ${new Date(pinnedUntil).toISOString()}` };
-        continue;
-      }
-      if (!this.options.removeUnusedBaseImages || suspended !== null) {
-        slot.kept = { name: entry.name, kind: entry.kind, reason: 'removal-disabled', detail: suspended ?? undefined };
-        continue;
-      }
-      const minAge = this.minimumAgeSeconds(entry);
-      const age = (now - entry.lastUsedMs) / 1000;
-      if (age < minAge) {
-        this.log('%s is unused but too young to remove (%ds < %ds)', entry.name, Math.round(age), minAge);
-        slot.kept = { name: entry.name, kind: entry.kind, reason: 'too-young' };
-        continue;
-      }
-      actions.push(async () => {
-        const outcome = await this.removeIfStillUnused(base, entry, minAge, 'unused');
-        slot.removed = outcome.removed ?? undefined;
-        slot.kept = outcome.kept ?? undefined;
-        slot.failure = outcome.failure ?? undefined;
-      });
-    }
-    const limit = pLimit(PASS_CONCURRENCY);
-    await Promise.all(
-      actions.map((action) =>
-        limit(async () => {
-          throwIfAborted(signal, 'The cache pass');
-          await action();
         }),
-      ),
-    );
-    for (const slot of slots) {
-      if (slot.kept !== undefined) result.kept.push(slot.kept);
-      if (slot.removed !== undefined) result.removed.push(slot.removed);
-      if (slot.failure !== undefined) result.failures.push(slot.failure);
+      );
+    const [applied] = await Promise.all([
+      this.#capacity.apply({ base, scan, inUse, ageOut: this.options.removeUnusedBaseImages, trigger: 'pass', signal, limit }),
+      Promise.all(touches),
+    ]);
+    for (const [index, entry] of scan.entries.entries()) {
+      const slot = applied.policy.slots[index];
+      if (inUse.entryNames.has(entry.name)) result.active.push(entry.name);
+      if (slot?.kept !== undefined) result.kept.push(slot.kept);
+      if (slot?.removed !== undefined) result.removed.push(slot.removed);
+      if (slot?.failure !== undefined) result.failures.push(slot.failure);
+      const touchFailure = touchFailures.get(entry.name);
+      if (touchFailure !== undefined) result.failures.push(touchFailure);
     }
     for (const staging of scan.staging) {
       const age = (now - staging.lastModifiedMs) / 1000;
@@ -511,24 +578,27 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
           ageSeconds: age,
         };
         result.removed.push(removed);
-        this.emit('removed', removed);
+        this.#recordRemoval(removed);
       } catch (error) {
         result.failures.push({ name: staging.name, operation: 'remove', error });
       }
     }
-    return result;
+    return { ...result, capacity: applied.capacity };
   }
 
   /**
    * Removes `entry` under its lock if it still exists and is still at least `minAgeSeconds` old
    * (a spawn may have touched it while we waited). A busy lock means the entry is being used right
    * now: it is left for the next pass.
+   *
+   * @param detail - why it goes, in words (kept in the {@link RemovedEntry})
    */
   protected async removeIfStillUnused(
     base: TBase,
     entry: CacheEntry,
     minAgeSeconds: number,
     reason: RemovedEntry['reason'],
+    detail?: string,
   ): Promise<RemovalOutcome> {
     const none: RemovalOutcome = { removed: null, kept: null, failure: null };
     try {
@@ -560,8 +630,9 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
             bytes: entry.sizeBytes,
             reason,
             ageSeconds: age,
+            detail,
           };
-          this.emit('removed', removed);
+          this.#recordRemoval(removed);
           return { ...none, removed };
         },
         { timeoutMs: PASS_LOCK_WAIT_MS, imageId: entry.imageId ?? undefined },
@@ -613,6 +684,44 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     return { ...inUse, entryNames, pinnedNames };
   }
 
+  #recordRemoval(removed: RemovedEntry): void {
+    this.#capacity.stats.removal(removed);
+    this.emit('removed', removed);
+  }
+
+  /** Capacity runs over this manager's primitives (capacity/controller.ts). */
+  #createCapacity(): CapacityController<TBase> {
+    return new CapacityController<TBase>({
+      options: this.options,
+      clock: this.clock,
+      log: this.log,
+      getBase: () => this.getBase(),
+      scan: (base) => this.scanBaseImages(base),
+      // The exact in-use set of a pass, or null when there is no way to list the instances.
+      inUse: async (base, scan, instances, signal) => {
+        if (instances === undefined && this.#listInstances === undefined) return null;
+        const hosts = await this.storageUsers();
+        const records = [...(instances ?? (await this.#listAll(hosts, signal)))];
+        return this.#collectInUse(base, records, scan, signal);
+      },
+      filesystemUsage: async (base) => {
+        try {
+          return await this.cacheFilesystemUsage(base);
+        } catch (error) {
+          this.log('cannot measure the cache storage: %O', error);
+          return null;
+        }
+      },
+      entrySizeBytes: (name) => this.entrySizeBytes(name),
+      minimumAgeSeconds: (entry) => this.minimumAgeSeconds(entry),
+      removalsSuspended: () => this.removalsSuspended(),
+      remove: (base, entry, minAgeSeconds, reason, detail) => this.removeIfStillUnused(base, entry, minAgeSeconds, reason, detail),
+      evicted: (event) => this.emit('evicted', event),
+      entryNamesForImage: (imageId, scan) => this.entryNamesForImage(imageId, scan),
+      activePins: () => this.pins.active(this.clock.now()),
+    });
+  }
+
   #report(parts: {
     startedAt: number;
     started: number;
@@ -624,6 +733,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     removed?: RemovedEntry[];
     missing?: string[];
     failures?: PassFailure[];
+    capacity?: CapacityReport | null | undefined;
   }): PassReport {
     return {
       host: this.host,
@@ -637,6 +747,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
       removed: parts.removed ?? [],
       missing: parts.missing ?? [],
       failures: parts.failures ?? [],
+      capacity: parts.capacity ?? null,
     };
   }
 }

@@ -50,6 +50,30 @@ export interface ImageCacheOptions {
    * Minimum 2000. Default 10000.
    */
   readonly lockStaleMs?: number;
+  /**
+   * Size cap of the cache, bytes. Each pass, and each download before it starts (room is made for
+   * the image; right after it when its size was not announced), evicts unused entries (never one
+   * in use, pinned, or younger than its minimum age) least recently used first until the cache is
+   * under it. Default Infinity: no cap.
+   */
+  readonly maxCacheBytes?: number;
+  /**
+   * Turns on kubelet's disk watermarks: when the cache's filesystem is at or above
+   * `highWatermarkPercent` full, unused entries are evicted (least recently used first, same rules
+   * as the cap) until it is down to `lowWatermarkPercent`. Default false. The two percentages may
+   * only be set together with `diskWatermarks: true`, so a forgotten switch fails loudly.
+   */
+  readonly diskWatermarks?: boolean;
+  /** Usage, percent of the filesystem, at or above which watermark eviction starts. Default 85 (kubelet). */
+  readonly highWatermarkPercent?: number;
+  /** Usage, percent, that watermark eviction frees down to; below `highWatermarkPercent`. Default 80 (kubelet). */
+  readonly lowWatermarkPercent?: number;
+  /**
+   * Free space a download must leave behind, bytes, on top of the image's own size (room for the
+   * instances' disks to grow). A download that does not fit even after reclaiming fails with
+   * `DiskFullError` before writing a byte. Default 0.
+   */
+  readonly downloadReserveBytes?: number;
 }
 
 /** {@link ImageCacheOptions} with every default filled in. */
@@ -72,6 +96,11 @@ export const DEFAULT_OPTIONS: ResolvedImageCacheOptions = Object.freeze({
   staleStagingAgeSeconds: 3600,
   lockTimeoutMs: 1_800_000,
   lockStaleMs: 10_000,
+  maxCacheBytes: Number.POSITIVE_INFINITY,
+  diskWatermarks: false,
+  highWatermarkPercent: 85,
+  lowWatermarkPercent: 80,
+  downloadReserveBytes: 0,
 });
 
 /** Checks one option's value; throws {@link InvalidConfigError} when it does not fit. */
@@ -92,6 +121,15 @@ export const positiveOrInfinity: OptionCheck = (name, value) => {
     throw new InvalidConfigError(name, 'a number above 0 (Infinity for no limit)', value);
   }
 };
+
+/** A percentage check: a number from `min` to `max`, both included. */
+export function percentBetween(min: number, max: number): OptionCheck {
+  return (name, value) => {
+    if (typeof value !== 'number' || Number.isNaN(value) || value < min || value > max) {
+      throw new InvalidConfigError(name, `a percentage from ${min} to ${max}`, value);
+    }
+  };
+}
 
 /** A boolean check. */
 export const isBoolean: OptionCheck = (name, value) => {
@@ -126,6 +164,11 @@ const CHECKS: { readonly [K in keyof ImageCacheOptions]-?: OptionCheck } = {
   staleStagingAgeSeconds: integerFrom(0),
   lockTimeoutMs: integerFrom(0),
   lockStaleMs: integerFrom(2000),
+  maxCacheBytes: positiveOrInfinity,
+  diskWatermarks: isBoolean,
+  highWatermarkPercent: percentBetween(1, 100),
+  lowWatermarkPercent: percentBetween(0, 99),
+  downloadReserveBytes: integerFrom(0),
 };
 
 /**
@@ -160,7 +203,25 @@ export function resolveWith<T extends object>(
  * @throws {@link InvalidConfigError} naming the first bad option and its accepted range
  */
 export function resolveImageCacheOptions(options?: ImageCacheOptions): ResolvedImageCacheOptions {
-  return resolveWith<ResolvedImageCacheOptions>(options, DEFAULT_OPTIONS, CHECKS);
+  const resolved = resolveWith<ResolvedImageCacheOptions>(options, DEFAULT_OPTIONS, CHECKS);
+  checkWatermarks(options ?? {}, resolved);
+  return resolved;
+}
+
+/** Watermark percentages only with the switch on, and low below high. */
+function checkWatermarks(given: ImageCacheOptions, resolved: ResolvedImageCacheOptions): void {
+  for (const name of ['highWatermarkPercent', 'lowWatermarkPercent'] as const) {
+    if (given[name] !== undefined && !resolved.diskWatermarks) {
+      throw new InvalidConfigError(name, 'to be set only together with `diskWatermarks: true` (watermarks are off)', given[name]);
+    }
+  }
+  if (resolved.lowWatermarkPercent >= resolved.highWatermarkPercent) {
+    throw new InvalidConfigError(
+      'lowWatermarkPercent',
+      `a percentage below highWatermarkPercent (${resolved.highWatermarkPercent})`,
+      resolved.lowWatermarkPercent,
+    );
+  }
 }
 
 /** The checks behind {@link resolveImageCacheOptions}, for backends that extend the options. */

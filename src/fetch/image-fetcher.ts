@@ -48,9 +48,10 @@ export interface EnsureOptions {
   readonly onExisting?: (() => Promise<void>) | undefined;
   /**
    * Runs under the lock before a download starts, once the size is known: the place to check
-   * free space and reclaim (throwing aborts the fetch before a byte is written).
+   * free space and reclaim (throwing aborts the fetch before a byte is written). `signal` is the
+   * download's own: it aborts only once every caller sharing the download has given up.
    */
-  readonly beforeDownload?: ((info: ImageInfo) => Promise<void>) | undefined;
+  readonly beforeDownload?: ((info: ImageInfo, signal: AbortSignal) => Promise<void>) | undefined;
   /** Runs under the lock right after the image was published. */
   readonly afterDownload?: ((info: ImageInfo) => Promise<void>) | undefined;
   /** Overrides the fetcher's speed cap for this image, bytes per second. */
@@ -167,7 +168,7 @@ export class ImageFetcher {
           return { status: 'existing', bytes: 0, algorithm: null, digest: null };
         }
         const info = await this.source.describe(imageId, { signal });
-        await options.beforeDownload?.(info);
+        await options.beforeDownload?.(info, signal);
         const result = await raceAbort(
           this.#limit(async () => {
             throwIfAborted(signal, 'Download', imageId);

@@ -30,6 +30,8 @@ import { assertValidImageId } from '../../image-id.js';
 import { systemClock } from '../../clock.js';
 import { FilePinStore } from '../../pins.js';
 import type { InUseSet } from '../../instances.js';
+import { statfsProbe, usageOfDirectory } from '../../capacity/statfs.js';
+import type { FilesystemProbe, FilesystemUsage } from '../../capacity/statfs.js';
 import { ImageManager } from '../../manager.js';
 import type { ImageManagerOptions } from '../../manager.js';
 import { cacheDiskUsage, mtimeOf, touchFile } from '../files.js';
@@ -47,6 +49,12 @@ export interface LibvirtFileImageManagerOptions extends ImageManagerOptions {
    * Default 86400 (Nova's hard-coded 24 h).
    */
   readonly storageUsersWindowSeconds?: number | undefined;
+  /**
+   * Measures the cache's filesystem (disk watermarks, free space before a download). Default
+   * `statfsProbe` (`statfs(2)`); inject one in tests, or when the cache sits on storage whose
+   * limits `statfs` does not show (a quota).
+   */
+  readonly filesystemProbe?: FilesystemProbe | undefined;
 }
 
 /** Options of {@link LibvirtFileImageManager.createInstanceDisk}. */
@@ -108,10 +116,11 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   readonly registry: StorageRegistry;
   #registryCorrupt = false;
   #lastRegistration = Number.NEGATIVE_INFINITY;
+  readonly #filesystemProbe: FilesystemProbe;
 
   /** @param options - instances path, host, image source and Nova's `[image_cache]` options */
   constructor(options: LibvirtFileImageManagerOptions) {
-    const { instancesPath, storageUsersWindowSeconds, ...rest } = options;
+    const { instancesPath, storageUsersWindowSeconds, filesystemProbe, ...rest } = options;
     if (typeof instancesPath !== 'string' || !path.isAbsolute(instancesPath)) {
       throw new InvalidConfigError('instancesPath', 'an absolute directory path', instancesPath);
     }
@@ -122,6 +131,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     this.instancesPath = instancesPath;
     this.baseDir = path.join(instancesPath, this.options.subdirectoryName);
     this.lockDir = lockDir;
+    this.#filesystemProbe = filesystemProbe ?? statfsProbe;
     this.registry = new StorageRegistry({
       instancesPath,
       locks: this.locks,
@@ -206,7 +216,11 @@ export class LibvirtFileImageManager extends ImageManager<string> {
         },
         { signal, imageId },
       );
-      if (result !== null) return result;
+      if (result !== null) {
+        // A base found on the first look is a hit nothing else counted (a fetch counts its own).
+        if (attempt === 1) await this.recordCacheHit(name);
+        return result;
+      }
       if (attempt > SPAWN_ATTEMPTS) {
         throw new UnsupportedError(
           `Creating a disk from image ${imageId}`,
@@ -309,6 +323,21 @@ export class LibvirtFileImageManager extends ImageManager<string> {
       throw err;
     }
     if (st.isFile()) await unlink(file);
+  }
+
+  /** The filesystem of the cache directory (of the instances path before the cache exists). */
+  protected override cacheFilesystemUsage(base: string | null): Promise<FilesystemUsage | null> {
+    return usageOfDirectory(this.#filesystemProbe, base ?? this.baseDir);
+  }
+
+  /** The file's size (what a download would have fetched), or null when it is gone. */
+  protected override async entrySizeBytes(name: string): Promise<number | null> {
+    try {
+      return (await lstat(path.join(this.baseDir, name))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
   }
 
   /** {@inheritDoc ImageManager.removeStaging} */

@@ -128,13 +128,13 @@ describe("Nova's libvirt image cache catalogue", () => {
 
   it('test_remove_base_file_dne: an entry that vanished before removal is no error', async () => {
     class Probe extends LibvirtFileImageManager {
-      remove(entry: CacheEntry): ReturnType<LibvirtFileImageManager['removeIfStillUnused']> {
+      removeUnlessTouched(entry: CacheEntry): ReturnType<LibvirtFileImageManager['removeIfStillUnused']> {
         return this.removeIfStillUnused(f.baseDir, entry, 0, 'unused');
       }
     }
     const probe = new Probe({ host: 'host1', instancesPath: f.instancesPath, clock: f.clock });
     await mkdir(f.baseDir, { recursive: true });
-    const outcome = await probe.remove({ name: 'aaa', kind: 'original', imageId: null, sizeBytes: 0, lastUsedMs: 0 });
+    const outcome = await probe.removeUnlessTouched({ name: 'aaa', kind: 'original', imageId: null, sizeBytes: 0, lastUsedMs: 0 });
     assert.deepEqual(outcome, { removed: null, kept: null, failure: null });
   });
 
