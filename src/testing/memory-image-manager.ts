@@ -24,6 +24,8 @@ export interface MemoryEntry {
   lastUsedMs: number;
 }
 
+const namesByImage = new WeakMap<BaseImageScan, Map<string, string[]>>();
+
 /** Options of {@link MemoryImageManager}. */
 export type MemoryImageManagerOptions = ImageManagerOptions;
 
@@ -91,7 +93,19 @@ export class MemoryImageManager extends ImageManager<Map<string, MemoryEntry>> {
   }
 
   protected entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[] {
-    return scan.entries.filter((entry) => entry.imageId === imageId).map((entry) => entry.name);
+    // Indexed once per scan: a pass asks once per image in use, which is O(n²) over a large cache.
+    let index = namesByImage.get(scan);
+    if (index === undefined) {
+      index = new Map();
+      for (const entry of scan.entries) {
+        if (entry.imageId === null) continue;
+        const names = index.get(entry.imageId) ?? [];
+        names.push(entry.name);
+        index.set(entry.imageId, names);
+      }
+      namesByImage.set(scan, index);
+    }
+    return index.get(imageId) ?? [];
   }
 
   protected touchEntry(name: string): Promise<void> {
