@@ -30,6 +30,7 @@ import type { InUseSet } from '../../instances.js';
 import { ImageManager } from '../../manager.js';
 import type { ImageManagerOptions } from '../../manager.js';
 import { cacheDiskUsage, mtimeOf, touchFile } from '../files.js';
+import { useCachedImage } from '../use-cached-image.js';
 import { collectBackingFiles } from './backing-files.js';
 import { cacheFileName } from './naming.js';
 import { scanBaseDirectory } from './scan.js';
@@ -84,9 +85,6 @@ export interface InstanceDiskResult {
   /** The disk's virtual size, bytes. */
   readonly virtualSize: number;
 }
-
-/** How many times a spawn re-fetches a base that a cleanup removed between fetch and use. */
-const SPAWN_ATTEMPTS = 3;
 
 /** Nova's libvirt image cache manager. */
 export class LibvirtFileImageManager extends ImageManager<string> {
@@ -184,32 +182,24 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     const basePath = this.cachePathFor(imageId);
     await this.#registerIfDue();
     const name = path.basename(basePath);
-    let cacheStatus: 'cached' | 'existing' = 'existing';
-    for (let attempt = 1; ; attempt++) {
-      // A cached spawn takes the lock once: check, touch and build under it. Only a miss fetches
-      // (the fetch takes the same lock) and comes back here; a base that a cleanup removed
-      // between fetch and use is simply fetched again.
-      const result = await this.locks.withLock(
-        name,
-        async (): Promise<InstanceDiskResult | null> => {
-          if (!(await isRegularFile(basePath))) return null;
-          await touchFile(basePath, this.clock, true, this.log);
-          return this.#buildDisk(options, basePath, diskPath, format, cacheStatus);
-        },
-        { signal, imageId },
-      );
-      if (result !== null) return result;
-      if (attempt > SPAWN_ATTEMPTS) {
-        throw new UnsupportedError(
-          `Creating a disk from image ${imageId}`,
-          `its base was removed ${attempt - 1} times between download and use; check for a cleanup running with a minimum age of 0.`,
-          imageId,
-        );
-      }
-      if (attempt > 1) this.log('base of %s vanished before use; fetching again', imageId);
-      const fetched = await this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true });
-      if (fetched.status === 'cached') cacheStatus = 'cached';
-    }
+    const { value } = await useCachedImage({
+      imageId,
+      log: this.log,
+      // Check, touch and build under the image's lock: a removal takes the same lock and re-checks
+      // the age this touch resets.
+      tryUse: (cacheStatus) =>
+        this.locks.withLock(
+          name,
+          async (): Promise<InstanceDiskResult | null> => {
+            if (!(await isRegularFile(basePath))) return null;
+            await touchFile(basePath, this.clock, true, this.log);
+            return this.#buildDisk(options, basePath, diskPath, format, cacheStatus);
+          },
+          { signal, imageId },
+        ),
+      cache: () => this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true }),
+    });
+    return value;
   }
 
   async #buildDisk(
