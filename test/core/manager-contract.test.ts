@@ -163,11 +163,20 @@ for (const backend of CONTRACT_BACKENDS) {
     it('an entry touched while the pass waited for its lock is kept (age re-checked inside the lock)', async () => {
       await h.manager.cacheImage('img-1');
       clock.advance(DAY + 1);
-      // Hold the entry's lock as a spawn would; touch it, then let the pass in.
-      const locks = (h.manager as unknown as { locks: { acquire(n: string): Promise<{ release(): Promise<void> }> } }).locks;
+      // Hold the entry's lock as a spawn would; once the pass asks for it, touch the entry, then let
+      // the pass in.
+      type Acquire = (name: string, options?: unknown) => Promise<{ release(): Promise<void> }>;
+      const locks = (h.manager as unknown as { locks: { acquire: Acquire } }).locks;
       const spawnLock = await locks.acquire(h.lockName('img-1'));
+      const acquire = locks.acquire.bind(locks);
+      const passWaits = new Promise<void>((resolve) => {
+        locks.acquire = (name, options) => {
+          if (name === h.lockName('img-1')) resolve();
+          return acquire(name, options);
+        };
+      });
       const pass = h.manager.update([]);
-      await new Promise((r) => setTimeout(r, 20));
+      await passWaits;
       await h.setLastUsed(img1, clock.now());
       await spawnLock.release();
       const report = await pass;

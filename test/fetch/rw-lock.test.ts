@@ -2,10 +2,11 @@
 // across real processes: a SIGKILLed reader is recovered by pid liveness, a stale one by mtime.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { LockManager, ReadWriteLock, isImageCacheError } from '../../src/index.js';
+import { LOCK_PREFIX, LockManager, ReadWriteLock, isImageCacheError } from '../../src/index.js';
 import { startChild, waitForLine } from '../helpers/child.js';
 import { listDir, makeTempDir } from '../helpers/tmp.js';
 
@@ -49,7 +50,12 @@ describe('ReadWriteLock', () => {
       await new Promise((r) => setTimeout(r, 20));
       events.push('writer out');
     });
-    await new Promise((r) => setTimeout(r, 50));
+    // Wait until the writer holds the gate (its lock directory exists), then send a reader.
+    const gate = path.join(lockDir, `${LOCK_PREFIX}cache.gate.lock`);
+    for (let waited = 0; !existsSync(gate); waited += 5) {
+      assert.ok(waited < 10_000, 'the writer never took the gate');
+      await new Promise((r) => setTimeout(r, 5));
+    }
     const lateReader = lock.withShared(() => {
       events.push('late reader');
       return Promise.resolve();

@@ -1,6 +1,8 @@
 // A separate process spawning one instance on the localdisk backend over a FileVolumeGroup shared
 // with the test: the SIGKILL-mid-upload and cleanup-vs-spawn tests run it. Prints UPLOADING at the
-// first upload progress and CLONING when the clone starts (after `cloneDelayMs`, it clones).
+// first upload progress and CLONING when the clone starts; with `goFile` it then waits until that
+// file exists before cloning.
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FileVolumeGroup, GlanceImageSource, LocalDiskImageManager } from '../../src/index.js';
 import type { VolumeGroup } from '../../src/index.js';
@@ -11,7 +13,7 @@ interface WorkerArgs {
   lockDir: string;
   imageId: string;
   instance: { uuid: string; name: string };
-  cloneDelayMs?: number;
+  goFile?: string;
 }
 
 const args = JSON.parse(process.argv[2] ?? '{}') as WorkerArgs;
@@ -23,7 +25,7 @@ const group: VolumeGroup = {
   uploadDisk: (name, data, o) => files.uploadDisk(name, data, o),
   cloneDisk: async (source, spec, o) => {
     console.log('CLONING');
-    await sleep(args.cloneDelayMs ?? 0);
+    while (args.goFile !== undefined && !existsSync(args.goFile)) await sleep(10);
     return files.cloneDisk(source, spec, o);
   },
   renameDisk: (from, to, o) => files.renameDisk(from, to, o),

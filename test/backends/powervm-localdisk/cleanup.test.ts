@@ -3,6 +3,7 @@
 // never while a spawn (in any process) holds the cache lock shared.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { DISK_OWNER, DISK_TAGS, FileVolumeGroup, GlanceImageSource, ImageInUseError, LocalDiskImageManager } from '../../../src/index.js';
@@ -156,18 +157,21 @@ describe('localdisk cleanup vs a spawn in another process', () => {
     await cleanup();
   });
 
-  const spawnChild = (cloneDelayMs: number): ChildProcess => {
-    const child = startChild('localdisk-worker.ts', { url: glance.url, vgDir, lockDir, imageId: IMAGE, instance: { uuid: 'dddd0000-1', name: 'held' }, cloneDelayMs });
+  /** A spawn in another process that starts its clone only once `go` exists. */
+  const spawnChild = (goFile: string): ChildProcess => {
+    const child = startChild('localdisk-worker.ts', { url: glance.url, vgDir, lockDir, imageId: IMAGE, instance: { uuid: 'dddd0000-1', name: 'held' }, goFile });
     children.push(child);
     return child;
   };
 
   it('cleanup never removes a disk a spawn holds: the pass waits for the shared lock, removes nothing, and the spawn completes', async () => {
     const imageDisk = await manager.imageDiskName(IMAGE);
-    const child = spawnChild(2500);
+    const go = path.join(dir, 'go');
+    const child = spawnChild(go);
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
     await waitForLine(child, 'CLONING');
     const during = await manager.update([]);
+    await writeFile(go, '');
     assert.deepEqual(during.removed, []);
     assert.deepEqual(during.kept.map((k) => [k.name, k.reason]), [[imageDisk, 'removal-disabled']]);
     assert.match(during.kept[0]?.detail ?? '', /spawns held the cache lock/);
@@ -179,7 +183,7 @@ describe('localdisk cleanup vs a spawn in another process', () => {
   });
 
   it('a spawn SIGKILLed while holding the shared lock does not block cleanup: its registration is recovered at once', async () => {
-    const child = spawnChild(60_000);
+    const child = spawnChild(path.join(dir, 'never'));
     await waitForLine(child, 'CLONING');
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGKILL');

@@ -21,7 +21,7 @@ describe('localdisk: SIGKILL mid-upload', () => {
   let glance: FakeGlance;
   beforeEach(async () => {
     ({ dir, cleanup } = await makeTempDir('vic-localdisk-crash-'));
-    glance = await startFakeGlance({ images: [{ id: IMAGE, content: CONTENT, faults: { throttleBytesPerSecond: 4 * MiB } }] });
+    glance = await startFakeGlance({ images: [{ id: IMAGE, content: CONTENT, faults: { throttleBytesPerSecond: 2 * MiB } }] });
   });
   afterEach(async () => {
     await glance.close();
