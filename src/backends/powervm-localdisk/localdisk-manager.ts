@@ -18,7 +18,7 @@
  * @module
  */
 import type { BaseImageScan, CacheEntry, RemovedEntry, StagingEntry } from '../../cache-entry.js';
-import { InvalidConfigError, LockTimeoutError } from '../../errors.js';
+import { InvalidConfigError, LockTimeoutError, VolumeGroupError } from '../../errors.js';
 import type { ProgressListener } from '../../fetch/download.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { LockManager } from '../../fetch/lock-manager.js';
@@ -92,7 +92,7 @@ export interface LocalDiskSpawnOptions {
 export interface LocalDiskSpawnResult {
   /** The instance's disk. */
   readonly diskName: string;
-  /** False when a disk of that name already existed and was left as it was. */
+  /** False when this instance's disk already existed (tagged with its UUID) and was left as it was. */
   readonly created: boolean;
   /** Its capacity, bytes (whole GiB). */
   readonly sizeBytes: number;
@@ -266,7 +266,17 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
     const sizeBytes = roundUpToGiB(Math.max(flavorDiskBytes, imageBytes));
     const result = { diskName, imageDiskName: image.name, cacheStatus, attempts: attempt };
     const existing = (await listDisks(group, signal)).find((disk) => disk.name === diskName);
-    if (existing !== undefined) return { ...result, created: false, sizeBytes: existing.sizeBytes };
+    if (existing !== undefined) {
+      // nova-powervm's short names can collide (8 characters of the name, 4 of the UUID): a disk of
+      // that name is this instance's only when its tag says so; never hand out another's disk.
+      if (existing.tags[DISK_TAGS.instanceUuid] !== options.instance.uuid) {
+        throw new VolumeGroupError('clone', diskName, 'name-taken', {
+          imageId,
+          cause: new Error(`the disk belongs to ${existing.tags[DISK_TAGS.instanceUuid] ?? 'no instance this library created'}; pass another diskName`),
+        });
+      }
+      return { ...result, created: false, sizeBytes: existing.sizeBytes };
+    }
     const tags = { [DISK_TAGS.owner]: DISK_OWNER, [DISK_TAGS.imageId]: imageId, [DISK_TAGS.instanceUuid]: options.instance.uuid };
     await callVolumeGroup('clone', diskName, imageId, () => group.cloneDisk(image.name, { name: diskName, sizeBytes, tags }, { signal }));
     this.log('cloned %s (%s) into %s, %d bytes', image.name, imageId, diskName, sizeBytes);

@@ -112,10 +112,15 @@ for (const [groupName, fixture] of Object.entries(groups)) {
       for (const r of results) assert.deepEqual(await readDisk(f.group, r.diskName, 2 * MiB), bytesOf('img-1'));
     });
 
-    it('an existing instance disk is left as it is (created: false)', async () => {
+    it('an existing instance disk is left as it is (created: false); another instance’s disk of the same short name is never handed out', async () => {
       await f.manager.createInstanceDisk({ imageId: 'img-1', instance: inst(1) });
       const again = await f.manager.createInstanceDisk({ imageId: 'img-1', instance: inst(1) });
       assert.equal(again.created, false);
+      // nova-powervm's b_<name[:8]>_<uuid[:4]> collides for these two instances.
+      const twin = { uuid: `${inst(1).uuid.slice(0, 4)}ffff-0000-0000-0000-000000000000`, name: 'instance-99' };
+      await assert.rejects(f.manager.createInstanceDisk({ imageId: 'img-1', instance: twin }), (err) => err instanceof VolumeGroupError && err.reason === 'name-taken');
+      const named = await f.manager.createInstanceDisk({ imageId: 'img-1', instance: twin, diskName: 'b_instance_99' });
+      assert.equal(named.created, true);
     });
 
     it('a spawn touches the image disk (its last use is the clock\u2019s now)', async () => {
