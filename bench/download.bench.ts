@@ -1,32 +1,21 @@
 // bench/download: 1 GiB from the fake Glance server, our verified pipeline vs `curl -o` against
 // the same server in the same run. Target: >= 0.8 x curl's throughput while verifying the
 // checksum, and RSS growth <= 64 MiB.
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ImageFetcher, LockManager, fileFetchTarget } from '../src/index.js';
 import { GlanceImageSource } from '../src/source/glance-image-source.js';
-import { GiB, MiB, median, recordResult, timed } from './lib.js';
+import { GiB, MiB, median, recordResult, startGlanceServer, timed } from './lib.js';
 
 const SIZE = Number(process.env.BENCH_DOWNLOAD_BYTES ?? GiB);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const IMAGE = 'bench-download-image';
 
-const server = spawn(
-  process.execPath,
-  ['--import', 'tsx', path.join(import.meta.dirname, 'glance-server.ts'), JSON.stringify({ images: [{ id: IMAGE, content: { size: SIZE, seed: 3 } }] })],
-  { stdio: ['ignore', 'pipe', 'inherit'] },
-);
-const url = await new Promise<string>((resolve, reject) => {
-  server.stdout.once('data', (d: Buffer) => {
-    resolve(d.toString().trim());
-  });
-  server.once('exit', (code) => {
-    reject(new Error(`glance server exited ${code}`));
-  });
-});
+const server = await startGlanceServer(IMAGE, SIZE, 3);
+const { url } = server;
 const dir = await mkdtemp(path.join(os.tmpdir(), 'vic-bench-download-'));
 
 async function curlOnce(): Promise<number> {
@@ -86,6 +75,6 @@ try {
   console.log(`download ${SIZE / MiB} MiB: curl ${figures.curlMiBps} MiB/s, ours (sha512-verified) ${figures.oursMiBps} MiB/s, ratio ${figures.ratio}, peak RSS growth ${figures.peakRssGrowthMiB} MiB -> ${figures.pass ? 'PASS' : 'MISS'}`);
   await recordResult('download', figures);
 } finally {
-  server.kill('SIGTERM');
+  server.stop();
   await rm(dir, { recursive: true, force: true });
 }

@@ -33,6 +33,11 @@ export interface StagingEntry {
   readonly name: string;
   /** When it was last written. */
   readonly lastModifiedMs: number;
+  /**
+   * The lock its writer holds while writing it (the lock of the entry it will be published as),
+   * when the backend can tell: a leftover whose lock is free has no live writer.
+   */
+  readonly lockName?: string | undefined;
 }
 
 /** The result of {@link ImageManager.scanBaseImages}. */

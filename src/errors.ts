@@ -23,7 +23,8 @@ export type ImageCacheErrorCode =
   | 'ERR_LOCK_TIMEOUT'
   | 'ERR_INVALID_DISK_IMAGE'
   | 'ERR_FLAVOR_DISK_SMALLER_THAN_IMAGE'
-  | 'ERR_IMAGE_IN_USE';
+  | 'ERR_IMAGE_IN_USE'
+  | 'ERR_VOLUME_GROUP';
 
 const brand = Symbol.for('virt-imagecache.ImageCacheError');
 
@@ -404,5 +405,45 @@ export class ImageInUseError extends ImageCacheError {
       { imageId },
     );
     this.reason = reason;
+  }
+}
+
+/** Why a volume-group operation failed: the name is taken, the disk is missing, or anything else. */
+export type VolumeGroupFailure = 'name-taken' | 'not-found' | 'failed';
+
+/**
+ * A volume-group operation (create, upload, clone, rename, touch, delete a disk) failed. Volume
+ * group implementations throw it with `name-taken` when a create, clone or rename target exists and
+ * with `not-found` when the disk is missing; the localdisk backend wraps any other failure in it
+ * (`failed`) and retries those a bounded number of times.
+ */
+export class VolumeGroupError extends ImageCacheError {
+  /** What failed. */
+  readonly reason: VolumeGroupFailure;
+  /** The operation: `create`, `upload`, `clone`, `rename`, `touch`, `delete` or `list`. */
+  readonly operation: string;
+  /** The disk concerned (empty for `list`). */
+  readonly disk: string;
+  /**
+   * @param operation - the operation
+   * @param disk - the disk's name
+   * @param reason - the failure class
+   * @param options - the image and the underlying error
+   */
+  constructor(operation: string, disk: string, reason: VolumeGroupFailure, options: ImageCacheErrorOptions = {}) {
+    const remedy =
+      reason === 'name-taken'
+        ? 'a disk with that name already exists; remove it or choose another name'
+        : reason === 'not-found'
+          ? 'the disk does not exist (removed meanwhile?); retry the operation'
+          : `check the volume group and its server (VIOS), then retry${options.cause instanceof Error ? ` (${options.cause.message})` : ''}`;
+    super(
+      'ERR_VOLUME_GROUP',
+      `Volume group ${operation}${disk === '' ? '' : ` of disk ${disk}`}${options.imageId === undefined ? '' : ` for image ${options.imageId}`} failed: ${remedy}.`,
+      options,
+    );
+    this.reason = reason;
+    this.operation = operation;
+    this.disk = disk;
   }
 }

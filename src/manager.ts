@@ -37,6 +37,8 @@ import type { DownloadProgress, ProgressListener } from './fetch/download.js';
 import { ImageFetcher } from './fetch/image-fetcher.js';
 import type { EnsureResult, FetchTarget } from './fetch/image-fetcher.js';
 import type { LockManager } from './fetch/lock-manager.js';
+import { createTemplateImageHandler } from './handlers/template-image-handler.js';
+import type { TemplateHandlerContext, TemplateImageHandler } from './handlers/template-image-handler.js';
 import { assertValidImageId } from './image-id.js';
 import { computeInUse } from './instances.js';
 import type { EphemeralNaming, InUseSet, InstanceRecord } from './instances.js';
@@ -214,6 +216,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
   readonly #listInstances: InstanceLister | undefined;
   readonly #fetcher: ImageFetcher | undefined;
   readonly #capacity: CapacityController<TBase>;
+  #templateImageHandler: TemplateImageHandler | undefined;
 
   /**
    * @param options - shared options (validated here)
@@ -255,6 +258,16 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
       throw new UnsupportedError('Downloading images', 'this manager was created without an image `source`.');
     }
     return this.#fetcher;
+  }
+
+  /**
+   * How images enter this cache: the template image handler the `templateImageHandler` option
+   * chose (download, or link from a local image store). Call its `init()` once when the service
+   * starts: it removes the staging leftovers of a crash and re-checks links.
+   */
+  get templateImageHandler(): TemplateImageHandler {
+    this.#templateImageHandler ??= createTemplateImageHandler(this.options, this.#handlerContext());
+    return this.#templateImageHandler;
   }
 
   // ---- The contract (Nova's abstract methods) ----
@@ -329,6 +342,15 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     return null;
   }
 
+  /**
+   * The entry holding `imageId` once `target` has published it: what `cacheImage` touches and
+   * reports. Default: the target's name. A backend whose entry names can differ from the target's
+   * (localdisk, after a short-name collision) resolves it here.
+   */
+  protected entryNameOf(_imageId: string, target: FetchTarget): Promise<string> | string {
+    return target.name;
+  }
+
   /** The lock protecting an entry. Default: its name. */
   protected lockNameFor(entry: CacheEntry): string {
     return entry.name;
@@ -351,9 +373,13 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     return (await this.scanBaseImages(base)).entries.find((entry) => entry.name === name)?.sizeBytes ?? null;
   }
 
-  /** Counts a request a backend served from the cache without going through {@link cacheImage}. */
-  protected recordCacheHit(name: string): Promise<void> {
-    return this.#capacity.recordHit(name);
+  /**
+   * Counts a request a backend served from the cache without going through {@link cacheImage}.
+   *
+   * @param sizeBytes - the entry's size when the backend has it at hand (else it is looked up)
+   */
+  protected recordCacheHit(name: string, sizeBytes?: number): Promise<void> {
+    return this.#capacity.recordHit(name, sizeBytes);
   }
 
   // ---- Template methods ----
@@ -372,18 +398,19 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     const target = this.fetchTargetFor(imageId);
     const tolerate = options.tolerateTouchErrors ?? false;
     const fill = this.#capacity.beginFill(imageId, target.name);
+    const touch = async (): Promise<void> => this.touchEntry(await this.entryNameOf(imageId, target), tolerate);
     let result: EnsureResult;
     try {
-      result = await this.fetcher.ensure(imageId, fill.track(target), {
+      result = await this.templateImageHandler.fetchImage(imageId, fill.track(target), {
         signal: options.signal,
         bytesPerSecond: options.bytesPerSecond,
         onProgress: (progress) => {
           options.onProgress?.(progress);
           this.emit('progress', progress);
         },
-        onExisting: () => this.touchEntry(target.name, tolerate),
+        onExisting: touch,
         beforeDownload: (info, downloadSignal) => fill.admit(info, downloadSignal),
-        afterDownload: () => this.touchEntry(target.name, tolerate),
+        afterDownload: touch,
       });
       await fill.finish(result, options.signal);
     } catch (error) {
@@ -394,7 +421,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     const outcome: CacheImageResult = {
       status: result.status,
       imageId,
-      name: target.name,
+      name: await this.entryNameOf(imageId, target),
       bytes: result.bytes,
       shared: result.shared,
       algorithm: result.algorithm,
@@ -567,6 +594,15 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     for (const staging of scan.staging) {
       const age = (now - staging.lastModifiedMs) / 1000;
       if (age < this.options.staleStagingAgeSeconds) continue;
+      // A staging file whose lock a live download holds is still being written, however old.
+      let held;
+      try {
+        held = staging.lockName === undefined ? undefined : await this.locks.acquire(staging.lockName, { timeoutMs: 0 });
+      } catch (error) {
+        if (error instanceof LockTimeoutError) continue;
+        result.failures.push({ name: staging.name, operation: 'remove', error });
+        continue;
+      }
       try {
         await this.removeStaging(base, staging.name);
         const removed: RemovedEntry = {
@@ -581,6 +617,8 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
         this.#recordRemoval(removed);
       } catch (error) {
         result.failures.push({ name: staging.name, operation: 'remove', error });
+      } finally {
+        await held?.release();
       }
     }
     return { ...result, capacity: applied.capacity };
@@ -644,6 +682,25 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
       if (isImageCacheError(error) && error.code === 'ERR_ABORTED') throw error;
       return { ...none, failure: { name: entry.name, operation: 'remove', error } };
     }
+  }
+
+  #handlerContext(): TemplateHandlerContext {
+    return {
+      locks: this.locks,
+      fetcher: () => this.fetcher,
+      targetFor: (imageId) => {
+        assertValidImageId(imageId);
+        return this.fetchTargetFor(imageId);
+      },
+      listStaging: async () => {
+        const base = await this.getBase();
+        return base === null ? [] : (await this.scanBaseImages(base)).staging;
+      },
+      removeStaging: async (name) => {
+        const base = await this.getBase();
+        if (base !== null) await this.removeStaging(base, name);
+      },
+    };
   }
 
   async #listAll(

@@ -74,7 +74,28 @@ export interface ImageCacheOptions {
    * `DiskFullError` before writing a byte. Default 0.
    */
   readonly downloadReserveBytes?: number;
+  /**
+   * How images enter the cache (Nova blueprint `template_image_handler`): `download` them from the
+   * image service (default), or `link` them zero-copy from the locally attached image store at
+   * {@link ImageCacheOptions.templateImageStorePath}, downloading whatever cannot be linked.
+   */
+  readonly templateImageHandler?: TemplateImageHandlerKind;
+  /**
+   * The image store `link` reads: an absolute directory holding one file per image, named by the
+   * image id (a Glance file store on shared storage, an attached volume's mount). Default null;
+   * required with `link`.
+   */
+  readonly templateImageStorePath?: string | null;
+  /**
+   * What `link` checks on a linked image against the image service's metadata: `size` (default, one
+   * stat) or `checksum` (also hashes the linked file once: a full read, which zero copy otherwise
+   * avoids).
+   */
+  readonly templateImageLinkVerification?: 'size' | 'checksum';
 }
+
+/** The template image handlers (`templateImageHandler`). */
+export type TemplateImageHandlerKind = 'download' | 'link';
 
 /** {@link ImageCacheOptions} with every default filled in. */
 export type ResolvedImageCacheOptions = {
@@ -101,6 +122,9 @@ export const DEFAULT_OPTIONS: ResolvedImageCacheOptions = Object.freeze({
   highWatermarkPercent: 85,
   lowWatermarkPercent: 80,
   downloadReserveBytes: 0,
+  templateImageHandler: 'download',
+  templateImageStorePath: null,
+  templateImageLinkVerification: 'size',
 });
 
 /** Checks one option's value; throws {@link InvalidConfigError} when it does not fit. */
@@ -150,6 +174,23 @@ export const directoryName: OptionCheck = (name, value) => {
   }
 };
 
+/** A check accepting exactly the given strings. */
+export function oneOf(values: readonly string[]): OptionCheck {
+  return (name, value) => {
+    if (typeof value !== 'string' || !values.includes(value)) {
+      throw new InvalidConfigError(name, `one of ${values.map((v) => `'${v}'`).join(', ')}`, value);
+    }
+  };
+}
+
+/** An absolute path, or null for "none". */
+export const absolutePathOrNull: OptionCheck = (name, value) => {
+  if (value === null) return;
+  if (typeof value !== 'string' || !value.startsWith('/') || value.includes('\0')) {
+    throw new InvalidConfigError(name, 'an absolute path, or null', value);
+  }
+};
+
 const CHECKS: { readonly [K in keyof ImageCacheOptions]-?: OptionCheck } = {
   managerInterval: integerFrom(-1),
   subdirectoryName: directoryName,
@@ -169,6 +210,9 @@ const CHECKS: { readonly [K in keyof ImageCacheOptions]-?: OptionCheck } = {
   highWatermarkPercent: percentBetween(1, 100),
   lowWatermarkPercent: percentBetween(0, 99),
   downloadReserveBytes: integerFrom(0),
+  templateImageHandler: oneOf(['download', 'link']),
+  templateImageStorePath: absolutePathOrNull,
+  templateImageLinkVerification: oneOf(['size', 'checksum']),
 };
 
 /**
@@ -205,6 +249,7 @@ export function resolveWith<T extends object>(
 export function resolveImageCacheOptions(options?: ImageCacheOptions): ResolvedImageCacheOptions {
   const resolved = resolveWith<ResolvedImageCacheOptions>(options, DEFAULT_OPTIONS, CHECKS);
   checkWatermarks(options ?? {}, resolved);
+  checkTemplateHandler(resolved);
   return resolved;
 }
 
@@ -220,6 +265,17 @@ function checkWatermarks(given: ImageCacheOptions, resolved: ResolvedImageCacheO
       'lowWatermarkPercent',
       `a percentage below highWatermarkPercent (${resolved.highWatermarkPercent})`,
       resolved.lowWatermarkPercent,
+    );
+  }
+}
+
+/** `link` needs a store to link from. */
+function checkTemplateHandler(resolved: ResolvedImageCacheOptions): void {
+  if (resolved.templateImageHandler === 'link' && resolved.templateImageStorePath === null) {
+    throw new InvalidConfigError(
+      'templateImageStorePath',
+      "the image store's absolute path (required when templateImageHandler is 'link')",
+      null,
     );
   }
 }

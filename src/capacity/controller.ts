@@ -266,10 +266,14 @@ export class CapacityController<TBase> {
         sizeKnown = info.size !== null;
       },
       track: (target) => ({
+        // Every member delegated explicitly: targets may be class instances, whose methods a
+        // spread would lose.
         name: target.name,
+        filePath: target.filePath,
         exists: () => target.exists(),
-        createSink: async (info) => {
-          const sink = await target.createSink(info);
+        ...(target.remove === undefined ? {} : { remove: () => (target.remove as () => Promise<boolean>).call(target) }),
+        createSink: async (info, signal) => {
+          const sink = await target.createSink(info, signal);
           let written = 0;
           return {
             // Counted once the bytes are written, so they show in statfs before they leave the
@@ -378,10 +382,10 @@ export class CapacityController<TBase> {
   }
 
   /** Counts a hit on entry `name`, served its size (0 when unreadable: a counter never fails a request). */
-  async recordHit(name: string): Promise<void> {
-    let bytes = 0;
+  async recordHit(name: string, sizeBytes?: number): Promise<void> {
+    let bytes = sizeBytes ?? 0;
     try {
-      bytes = (await this.ports.entrySizeBytes(name)) ?? 0;
+      if (sizeBytes === undefined) bytes = (await this.ports.entrySizeBytes(name)) ?? 0;
     } catch (error) {
       this.ports.log('cannot read the size of %s: %O', name, error);
     }

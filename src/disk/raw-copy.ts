@@ -111,8 +111,11 @@ export async function copyRawDisk(
   }
 }
 
-/** Clones `src` to the new file `staging`; false when the filesystems cannot share extents. */
-async function tryReflink(src: string, staging: string): Promise<boolean> {
+/**
+ * Clones `src` to the new file `staging` (FICLONE: shared extents, copy-on-write); false when the
+ * filesystems cannot share extents (another device, a filesystem without reflink).
+ */
+export async function tryReflink(src: string, staging: string): Promise<boolean> {
   try {
     await copyFile(src, staging, constants.COPYFILE_FICLONE_FORCE | constants.COPYFILE_EXCL);
     return true;

@@ -4,6 +4,7 @@
  * @module
  */
 import { statSync } from 'node:fs';
+import { lstat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { FetchTarget } from './image-fetcher.js';
 import { FileStagingSink } from './staging.js';
@@ -30,5 +31,17 @@ export function fileFetchTarget(imageId: string, finalPath: string): FetchTarget
     name: path.basename(finalPath),
     exists: () => isRegularFile(finalPath),
     createSink: () => FileStagingSink.create(finalPath, imageId),
+    filePath: finalPath,
+    remove: async () => {
+      // Only a regular file is ever unlinked: a symlink planted under the name is left alone.
+      try {
+        if (!(await lstat(finalPath)).isFile()) return false;
+        await unlink(finalPath);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+        throw err;
+      }
+    },
   };
 }

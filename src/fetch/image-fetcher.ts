@@ -21,7 +21,7 @@ import { assertValidImageId } from '../image-id.js';
 import { createLogger } from '../log.js';
 import type { ImageInfo, ImageSource } from '../source/image-source.js';
 import { downloadToSink } from './download.js';
-import type { DownloadProgress, ProgressListener } from './download.js';
+import type { DownloadProgress, DownloadResult, ProgressListener } from './download.js';
 import type { LockManager } from './lock-manager.js';
 import { SingleFlight } from './single-flight.js';
 import type { StagingSink } from './staging.js';
@@ -34,9 +34,34 @@ export interface FetchTarget {
   readonly name: string;
   /** True when the complete image is already published under the final name. */
   exists(): Promise<boolean>;
-  /** Creates a staging sink for the image described by `info`. */
-  createSink(info: ImageInfo): Promise<StagingSink>;
+  /** Creates a staging sink for the image described by `info`; `signal` cancels the fetch. */
+  createSink(info: ImageInfo, signal?: AbortSignal): Promise<StagingSink>;
+  /**
+   * The final file path, when the target publishes the image as a file: a template image handler
+   * may then link the image into place instead of copying it.
+   */
+  readonly filePath?: string | undefined;
+  /** Removes the published image; false when there was none. Call it under the target's lock. */
+  remove?(): Promise<boolean>;
 }
+
+/** What a {@link LocalFill} may use. */
+export interface LocalFillContext {
+  /** Cancels the fill. */
+  readonly signal: AbortSignal;
+  /**
+   * Streams the image from `source` into the target's staging sink, verified (size, digest) and
+   * published exactly as a download is, with the fetcher's limits and progress listeners.
+   */
+  downloadFrom(source: ImageSource): Promise<DownloadResult>;
+}
+
+/**
+ * Publishes an image at its target by other means than a download from the image source (a link
+ * from a local image store, a read of a local copy). Runs under the image's lock once the image is
+ * described; resolves to what it verified, or null to let the download happen.
+ */
+export type LocalFill = (info: ImageInfo, context: LocalFillContext) => Promise<DownloadResult | null>;
 
 /** Options of {@link ImageFetcher.ensure}. */
 export interface EnsureOptions {
@@ -52,6 +77,8 @@ export interface EnsureOptions {
    * download's own: it aborts only once every caller sharing the download has given up.
    */
   readonly beforeDownload?: ((info: ImageInfo, signal: AbortSignal) => Promise<void>) | undefined;
+  /** Tried before a download; see {@link LocalFill}. */
+  readonly fillLocally?: LocalFill | undefined;
   /** Runs under the lock right after the image was published. */
   readonly afterDownload?: ((info: ImageInfo) => Promise<void>) | undefined;
   /** Overrides the fetcher's speed cap for this image, bytes per second. */
@@ -169,29 +196,34 @@ export class ImageFetcher {
         }
         const info = await this.source.describe(imageId, { signal });
         await options.beforeDownload?.(info, signal);
-        const result = await raceAbort(
-          this.#limit(async () => {
-            throwIfAborted(signal, 'Download', imageId);
-            log('downloading image %s (%s bytes) into %s', imageId, info.size ?? '?', target.name);
-            const sink = await target.createSink(info);
-            return downloadToSink({
-              imageId,
-              info,
-              source: this.source,
-              sink,
-              signal,
-              onProgress: (progress: DownloadProgress) => {
-                for (const listener of listeners) listener(progress);
-              },
-              bytesPerSecond: options.bytesPerSecond ?? this.#options.bytesPerSecond,
-              maxImageSizeBytes: this.#options.maxImageSizeBytes,
-              requireChecksum: this.#options.requireChecksum,
-            });
-          }),
-          signal,
-          'Download',
-          imageId,
-        );
+        const downloadFrom = async (source: ImageSource): Promise<DownloadResult> => {
+          const sink = await target.createSink(info, signal);
+          return downloadToSink({
+            imageId,
+            info,
+            source,
+            sink,
+            signal,
+            onProgress: (progress: DownloadProgress) => {
+              for (const listener of listeners) listener(progress);
+            },
+            bytesPerSecond: options.bytesPerSecond ?? this.#options.bytesPerSecond,
+            maxImageSizeBytes: this.#options.maxImageSizeBytes,
+            requireChecksum: this.#options.requireChecksum,
+          });
+        };
+        const result =
+          (await options.fillLocally?.(info, { signal, downloadFrom })) ??
+          (await raceAbort(
+            this.#limit(async () => {
+              throwIfAborted(signal, 'Download', imageId);
+              log('downloading image %s (%s bytes) into %s', imageId, info.size ?? '?', target.name);
+              return downloadFrom(this.source);
+            }),
+            signal,
+            'Download',
+            imageId,
+          ));
         await options.afterDownload?.(info);
         log('cached image %s as %s: %d bytes, %s %s', imageId, target.name, result.bytes, result.algorithm, result.digest);
         return { status: 'cached', ...result };

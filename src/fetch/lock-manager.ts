@@ -68,6 +68,11 @@ export class LockManager {
     this.#timeoutMs = options.timeoutMs ?? 1_800_000;
   }
 
+  /** How long an acquisition waits by default before `LockTimeoutError`, ms. */
+  get defaultTimeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
   /** The lock directory path of `name` (a directory proper-lockfile creates while locked). */
   lockPathFor(name: string): string | undefined {
     return this.lockDir === undefined ? undefined : path.join(this.lockDir, `${LOCK_PREFIX}${name}.lock`);

@@ -25,6 +25,19 @@ export function isStagingName(name: string): boolean {
   return name.endsWith(STAGING_SUFFIX) || name.endsWith('.part') || name.endsWith('.converted');
 }
 
+/**
+ * The name a staging file would be published as: `<final>` for our `<final>.<pid>-<random>.staging`
+ * and for Nova's `<final>.part` / `<final>.converted`; null for any other name.
+ */
+export function stagingFinalName(name: string): string | null {
+  const ours = /^(.+)\.\d+-[^.]+\.staging$/.exec(name);
+  if (ours !== null) return ours[1] ?? null;
+  for (const suffix of ['.part', '.converted']) {
+    if (name.endsWith(suffix) && name.length > suffix.length) return name.slice(0, -suffix.length);
+  }
+  return null;
+}
+
 /** A fresh staging path beside `finalPath`: `<final>.<pid>-<random>.staging`. */
 export function stagingPathFor(finalPath: string): string {
   return `${finalPath}.${process.pid}-${randomBytes(4).toString('hex')}${STAGING_SUFFIX}`;

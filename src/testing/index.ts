@@ -8,3 +8,4 @@ export * from './manual-clock.js';
 export * from './memory-image-manager.js';
 export * from './memory-image-source.js';
 export * from './fake-glance.js';
+export * from './fake-volume-group.js';

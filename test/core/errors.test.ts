@@ -13,6 +13,7 @@ import {
   NotAuthorizedError,
   SizeMismatchError,
   UnsupportedError,
+  VolumeGroupError,
   isImageCacheError,
 } from '../../src/index.js';
 
@@ -31,6 +32,7 @@ describe('errors', () => {
     [new InvalidConfigError('managerInterval', 'an integer from -1 up', 'x'), 'ERR_INVALID_CONFIG', false],
     [new AbortedError('Download', id), 'ERR_ABORTED', true],
     [new UnsupportedError('Pre-caching', 'this backend has no cache.', id), 'ERR_UNSUPPORTED', true],
+    [new VolumeGroupError('clone', 'b_inst_0001', 'failed', { imageId: id, cause: new Error('HTTP 500') }), 'ERR_VOLUME_GROUP', true],
   ];
   for (const [error, code, namesImage] of cases) {
     it(`${error.name} has code ${code}, names the image and says what to do`, () => {

@@ -35,6 +35,7 @@ import type { FilesystemProbe, FilesystemUsage } from '../../capacity/statfs.js'
 import { ImageManager } from '../../manager.js';
 import type { ImageManagerOptions } from '../../manager.js';
 import { cacheDiskUsage, mtimeOf, touchFile } from '../files.js';
+import { useCachedImage } from '../use-cached-image.js';
 import { collectBackingFiles } from './backing-files.js';
 import { cacheFileName } from './naming.js';
 import { scanBaseDirectory } from './scan.js';
@@ -98,9 +99,6 @@ export interface InstanceDiskResult {
 
 /** The pin file under the instances path, beside Nova's `compute_nodes`. */
 export const PIN_FILE = 'imagecache_pins.json';
-
-/** How many times a spawn re-fetches a base that a cleanup removed between fetch and use. */
-const SPAWN_ATTEMPTS = 3;
 
 /** Nova's libvirt image cache manager. */
 export class LibvirtFileImageManager extends ImageManager<string> {
@@ -202,36 +200,25 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     const basePath = this.cachePathFor(imageId);
     await this.#registerIfDue();
     const name = path.basename(basePath);
-    let cacheStatus: 'cached' | 'existing' = 'existing';
-    for (let attempt = 1; ; attempt++) {
-      // A cached spawn takes the lock once: check, touch and build under it. Only a miss fetches
-      // (the fetch takes the same lock) and comes back here; a base that a cleanup removed
-      // between fetch and use is simply fetched again.
-      const result = await this.locks.withLock(
-        name,
-        async (): Promise<InstanceDiskResult | null> => {
-          if (!(await isRegularFile(basePath))) return null;
-          await touchFile(basePath, this.clock, true, this.log);
-          return this.#buildDisk(options, basePath, diskPath, format, cacheStatus);
-        },
-        { signal, imageId },
-      );
-      if (result !== null) {
-        // A base found on the first look is a hit nothing else counted (a fetch counts its own).
-        if (attempt === 1) await this.recordCacheHit(name);
-        return result;
-      }
-      if (attempt > SPAWN_ATTEMPTS) {
-        throw new UnsupportedError(
-          `Creating a disk from image ${imageId}`,
-          `its base was removed ${attempt - 1} times between download and use; check for a cleanup running with a minimum age of 0.`,
-          imageId,
-        );
-      }
-      if (attempt > 1) this.log('base of %s vanished before use; fetching again', imageId);
-      const fetched = await this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true });
-      if (fetched.status === 'cached') cacheStatus = 'cached';
-    }
+    const { value } = await useCachedImage({
+      imageId,
+      log: this.log,
+      // Check, touch and build under the image's lock: a removal takes the same lock and re-checks
+      // the age this touch resets.
+      tryUse: (cacheStatus) =>
+        this.locks.withLock(
+          name,
+          async (): Promise<InstanceDiskResult | null> => {
+            if (!(await isRegularFile(basePath))) return null;
+            await touchFile(basePath, this.clock, true, this.log);
+            return this.#buildDisk(options, basePath, diskPath, format, cacheStatus);
+          },
+          { signal, imageId },
+        ),
+      cache: () => this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true }),
+      onHit: () => this.recordCacheHit(name),
+    });
+    return value;
   }
 
   async #buildDisk(

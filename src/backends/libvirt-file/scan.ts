@@ -9,7 +9,7 @@ import { lstatSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { BaseImageScan, CacheEntry, StagingEntry } from '../../cache-entry.js';
-import { isStagingName } from '../../fetch/staging.js';
+import { isStagingName, stagingFinalName } from '../../fetch/staging.js';
 import { classifyBaseFileName } from './naming.js';
 
 /** Entries stat'ed between two yields to the event loop. */
@@ -43,7 +43,11 @@ export async function scanBaseDirectory(baseDir: string): Promise<BaseImageScan>
       throw err;
     }
     if (!st.isFile()) continue;
-    if (kind === null) staging.push({ name, lastModifiedMs: st.mtimeMs });
+    if (kind === null) {
+      // `.info` files have no writer; their lock is the base's, like a staging file's.
+      const lockName = stagingFinalName(name) ?? (name.endsWith('.info') ? name.slice(0, -'.info'.length) : undefined);
+      staging.push({ name, lastModifiedMs: st.mtimeMs, lockName });
+    }
     else entries.push({ name, kind, imageId: null, sizeBytes: st.blocks * 512, lastUsedMs: st.mtimeMs });
   }
   // listdir order is filesystem-dependent; a sorted scan makes passes reproducible.
