@@ -10,6 +10,7 @@ import {
   ImageTooLargeError,
   InvalidConfigError,
   InvalidImageIdError,
+  InvalidImageMetadataError,
   NotAuthorizedError,
   SizeMismatchError,
   UnsupportedError,
@@ -31,6 +32,7 @@ describe('errors', () => {
     [new InvalidConfigError('managerInterval', 'an integer from -1 up', 'x'), 'ERR_INVALID_CONFIG', false],
     [new AbortedError('Download', id), 'ERR_ABORTED', true],
     [new UnsupportedError('Pre-caching', 'this backend has no cache.', id), 'ERR_UNSUPPORTED', true],
+    [new InvalidImageMetadataError(id, 'size', -5, 'a whole number of bytes from 0 up'), 'ERR_INVALID_IMAGE_METADATA', true],
   ];
   for (const [error, code, namesImage] of cases) {
     it(`${error.name} has code ${code}, names the image and says what to do`, () => {
