@@ -24,7 +24,8 @@ export type ImageCacheErrorCode =
   | 'ERR_INVALID_DISK_IMAGE'
   | 'ERR_FLAVOR_DISK_SMALLER_THAN_IMAGE'
   | 'ERR_IMAGE_IN_USE'
-  | 'ERR_VOLUME_GROUP';
+  | 'ERR_VOLUME_GROUP'
+  | 'ERR_INVALID_IMAGE_METADATA';
 
 const brand = Symbol.for('virt-imagecache.ImageCacheError');
 
@@ -280,19 +281,24 @@ export class InvalidConfigError extends ImageCacheError {
    * @param value - the rejected value
    */
   constructor(option: string, accepted: string, value: unknown) {
-    let shown: string;
-    try {
-      // JSON.stringify returns undefined for undefined, functions and symbols.
-      shown = value === undefined || typeof value === 'function' || typeof value === 'symbol' ? String(value) : JSON.stringify(value);
-    } catch {
-      shown = String(value);
-    }
     super(
       'ERR_INVALID_CONFIG',
-      `Invalid option \`${option}\`: expected ${accepted}, got ${shown.slice(0, 80)}.`,
+      `Invalid option \`${option}\`: expected ${accepted}, got ${showValue(value)}.`,
     );
     this.option = option;
   }
+}
+
+/** A rejected value as JSON, cut to 80 characters for safe logging. */
+function showValue(value: unknown): string {
+  let shown: string;
+  try {
+    // JSON.stringify returns undefined for undefined, functions and symbols.
+    shown = value === undefined || typeof value === 'function' || typeof value === 'symbol' ? String(value) : JSON.stringify(value);
+  } catch {
+    shown = String(value);
+  }
+  return shown.slice(0, 80);
 }
 
 /** The operation was cancelled through its `AbortSignal`. Nothing partial was left behind. */
@@ -445,5 +451,29 @@ export class VolumeGroupError extends ImageCacheError {
     this.reason = reason;
     this.operation = operation;
     this.disk = disk;
+  }
+}
+
+/**
+ * The image service described the image with a value that cannot be true (a negative or
+ * fractional size, a size that is not a number). Nothing was downloaded: trusting it would mean
+ * verifying the download against nothing.
+ */
+export class InvalidImageMetadataError extends ImageCacheError {
+  /** The metadata field at fault (`size`, ...). */
+  readonly field: string;
+  /**
+   * @param imageId - the image
+   * @param field - the field at fault
+   * @param value - what the service said
+   * @param expected - what the field must be
+   */
+  constructor(imageId: string, field: string, value: unknown, expected: string) {
+    super(
+      'ERR_INVALID_IMAGE_METADATA',
+      `The image service describes image ${imageId} with ${field} ${showValue(value)}, which must be ${expected}: nothing was downloaded; correct the image's metadata in the image service.`,
+      { imageId },
+    );
+    this.field = field;
   }
 }

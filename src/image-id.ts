@@ -11,8 +11,8 @@ export const MAX_IMAGE_ID_BYTES = 255;
 
 /**
  * Throws {@link InvalidImageIdError} unless `imageId` is a non-empty string of at most
- * {@link MAX_IMAGE_ID_BYTES} bytes without `/`, `\`, `..`, NUL, other control characters or
- * surrounding whitespace.
+ * {@link MAX_IMAGE_ID_BYTES} bytes, not `.`, without `/`, `\`, `..`, NUL, other control characters
+ * or surrounding whitespace.
  */
 export function assertValidImageId(imageId: unknown): asserts imageId is string {
   if (typeof imageId !== 'string') throw new InvalidImageIdError(imageId, 'it must be a string');
@@ -28,6 +28,9 @@ export function assertValidImageId(imageId: unknown): asserts imageId is string 
     throw new InvalidImageIdError(imageId, 'it contains a path separator');
   }
   if (imageId.includes('..')) throw new InvalidImageIdError(imageId, "it contains '..'");
+  // A URL path segment of '.' is a dot segment: `/v2/images/./file` is normalised to another
+  // resource by URL parsers and proxies (found by the property test in test/reliability/).
+  if (imageId === '.') throw new InvalidImageIdError(imageId, "it is '.'");
   if (imageId.trim() !== imageId) {
     throw new InvalidImageIdError(imageId, 'it starts or ends with white space');
   }

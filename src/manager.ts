@@ -84,8 +84,9 @@ export interface CacheImageOptions {
   /** Download progress (bytes done and total). */
   readonly onProgress?: ProgressListener | undefined;
   /**
-   * Spawn-path semantics: a touch failing with EACCES is logged and ignored (NFS, Nova bug
-   * 1809123). Default false: pre-caching touches strictly, as Nova's `cache_image` does.
+   * Spawn-path semantics: a touch refused with EACCES (or EPERM, see `touchFile`) is logged and
+   * ignored (NFS, Nova bug 1809123). Default false: pre-caching touches strictly, as Nova's
+   * `cache_image` does.
    */
   readonly tolerateTouchErrors?: boolean | undefined;
   /** Speed cap for this download, bytes per second. */
@@ -142,6 +143,12 @@ export interface AgeContext<TBase> {
   readonly inUse: PassInUse;
   /** Cancels between entries. */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * When the pass began (clock ms, before the scan). An entry used at or after this moment is
+   * never removed by the pass, whatever the minimum ages: its use may not be in the in-use data the
+   * pass gathered. Default: no such guard.
+   */
+  readonly startedAt?: number | undefined;
 }
 
 /** The result of {@link ImageManager.ageAndVerify}. */
@@ -189,6 +196,9 @@ const PASS_CONCURRENCY = 8;
 
 /** How long a pass waits for an entry's lock before leaving it for the next pass. */
 const PASS_LOCK_WAIT_MS = 2000;
+
+/** File times round-trip through floating-point seconds: a time can read back a hair earlier. */
+const TIMESTAMP_SLACK_MS = 1;
 
 /**
  * Nova's image cache manager, generalised. One instance per cache (per host, per instances path
@@ -292,7 +302,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
   /**
    * Sets the entry's last use to now (`clock.now()`).
    *
-   * @param tolerateEacces - log and ignore EACCES (spawn path), else throw
+   * @param tolerateEacces - log and ignore a refused touch, EACCES or EPERM (spawn path), else throw
    */
   protected abstract touchEntry(name: string, tolerateEacces: boolean): Promise<void>;
 
@@ -529,7 +539,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     throwIfAborted(signal, 'The cache pass');
     const scan = await this.scanBaseImages(base);
     const inUse = await this.#collectInUse(base, records, scan, signal);
-    const aged = await this.ageAndVerify({ base, scan, inUse, signal });
+    const aged = await this.ageAndVerify({ base, scan, inUse, signal, startedAt });
     const report = this.#report({ startedAt, started, hosts, instanceCount: records.length, skipped: null, ...aged });
     this.log(
       'pass: %d active, %d removed, %d kept, %d failures in %d ms',
@@ -549,7 +559,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
    * checked again inside it; remove stale staging files. Errors are recorded, never fatal.
    */
   async ageAndVerify(context: AgeContext<TBase>): Promise<AgeResult> {
-    const { base, scan, inUse, signal } = context;
+    const { base, scan, inUse, signal, startedAt } = context;
     const result: AgeResult = { active: [], kept: [], removed: [], missing: [], failures: [] };
     const now = this.clock.now();
     const suspended = this.removalsSuspended();
@@ -579,7 +589,16 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
         }),
       );
     const [applied] = await Promise.all([
-      this.#capacity.apply({ base, scan, inUse, ageOut: this.options.removeUnusedBaseImages, trigger: 'pass', signal, limit }),
+      this.#capacity.apply({
+        base,
+        scan,
+        inUse,
+        ageOut: this.options.removeUnusedBaseImages,
+        trigger: 'pass',
+        signal,
+        limit,
+        usedSinceMs: startedAt,
+      }),
       Promise.all(touches),
     ]);
     for (const [index, entry] of scan.entries.entries()) {
@@ -625,11 +644,17 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
   }
 
   /**
-   * Removes `entry` under its lock if it still exists and is still at least `minAgeSeconds` old
-   * (a spawn may have touched it while we waited). A busy lock means the entry is being used right
-   * now: it is left for the next pass.
+   * Removes `entry` under its lock if it still exists, is still at least `minAgeSeconds` old, and
+   * was not used since the scan saw it (a spawn may have touched it while we waited). A busy lock
+   * means the entry is being used right now: it is left for the next pass.
+   *
+   * The last two checks are what make a minimum age of 0 safe: every use touches the entry under
+   * this lock, so an entry whose last use changed since the scan, or falls at or after
+   * `usedSinceMs` (the moment the caller began gathering what is in use), may be in use in a way
+   * the caller could not see, and is kept.
    *
    * @param detail - why it goes, in words (kept in the {@link RemovedEntry})
+   * @param usedSinceMs - when the caller began gathering what is in use
    */
   protected async removeIfStillUnused(
     base: TBase,
@@ -637,6 +662,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     minAgeSeconds: number,
     reason: RemovedEntry['reason'],
     detail?: string,
+    usedSinceMs?: number,
   ): Promise<RemovalOutcome> {
     const none: RemovalOutcome = { removed: null, kept: null, failure: null };
     try {
@@ -651,7 +677,10 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
           }
           if (lastUsed === null) return none;
           const age = (this.clock.now() - lastUsed) / 1000;
-          if (age < minAgeSeconds) {
+          const usedSinceScan =
+            Math.abs(lastUsed - entry.lastUsedMs) > TIMESTAMP_SLACK_MS ||
+            (usedSinceMs !== undefined && lastUsed > usedSinceMs - TIMESTAMP_SLACK_MS);
+          if (age < minAgeSeconds || usedSinceScan) {
             return { ...none, kept: { name: entry.name, kind: entry.kind, reason: 'touched-meanwhile' as const } };
           }
           try {
@@ -772,7 +801,8 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
       entrySizeBytes: (name) => this.entrySizeBytes(name),
       minimumAgeSeconds: (entry) => this.minimumAgeSeconds(entry),
       removalsSuspended: () => this.removalsSuspended(),
-      remove: (base, entry, minAgeSeconds, reason, detail) => this.removeIfStillUnused(base, entry, minAgeSeconds, reason, detail),
+      remove: (base, entry, minAgeSeconds, reason, detail, usedSinceMs) =>
+        this.removeIfStillUnused(base, entry, minAgeSeconds, reason, detail, usedSinceMs),
       evicted: (event) => this.emit('evicted', event),
       entryNamesForImage: (imageId, scan) => this.entryNamesForImage(imageId, scan),
       activePins: () => this.pins.active(this.clock.now()),

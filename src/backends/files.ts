@@ -17,15 +17,19 @@ import type { Logger } from '../log.js';
 
 /**
  * Sets `file`'s atime and mtime to `clock.now()`. A missing file throws (Nova's `FileNotFound`).
- * With `tolerateEacces`, EACCES is logged and ignored: the spawn path on NFS (Nova bug 1809123).
+ * With `tolerateEacces`, a refused touch is logged and ignored: the spawn path when the base
+ * belongs to another user, e.g. on NFS or after libvirt's dynamic ownership (Nova bug 1809123).
+ * Nova's `utime(path, None)` is refused with EACCES there; we set explicit times (the injected
+ * clock), which the kernel refuses to a non-owner with EPERM, so both count as refused.
  */
 export function touchFile(file: string, clock: Clock, tolerateEacces: boolean, log?: Logger): Promise<void> {
   const seconds = clock.now() / 1000;
   try {
     utimesSync(file, seconds, seconds);
   } catch (err) {
-    if (tolerateEacces && (err as NodeJS.ErrnoException).code === 'EACCES') {
-      log?.('could not touch %s (EACCES); ignored on the spawn path', file);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (tolerateEacces && (code === 'EACCES' || code === 'EPERM')) {
+      log?.('could not touch %s (%s); ignored on the spawn path', file, code);
       return Promise.resolve();
     }
     return Promise.reject(err instanceof Error ? err : new Error(String(err)));

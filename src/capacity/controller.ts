@@ -90,7 +90,14 @@ export interface CapacityPorts<TBase> {
   /** Why removals are suspended, or null. */
   removalsSuspended(): string | null;
   /** Removes an entry under its lock with its age re-checked. */
-  remove(base: TBase, entry: CacheEntry, minAgeSeconds: number, reason: RemovalReason, detail: string): Promise<RemovalOutcome>;
+  remove(
+    base: TBase,
+    entry: CacheEntry,
+    minAgeSeconds: number,
+    reason: RemovalReason,
+    detail: string,
+    usedSinceMs: number | undefined,
+  ): Promise<RemovalOutcome>;
   /** Emits the `evicted` event. */
   evicted(event: EvictionEvent): void;
   /** Names of the entries an instance using `imageId` keeps alive. */
@@ -113,6 +120,11 @@ export interface ApplyOptions<TBase> {
   readonly trigger: CapacityTrigger;
   /** Decide only; remove nothing. */
   readonly dryRun?: boolean | undefined;
+  /**
+   * When the caller began gathering what is in use: an entry used at or after it is kept (what
+   * makes a minimum age of 0 safe; see `ImageManager.removeIfStillUnused`).
+   */
+  readonly usedSinceMs?: number | undefined;
   /** A download about to start, whose room is to be made. */
   readonly download?: { readonly imageId: string; readonly sizeBytes: number; readonly requiredFreeBytes: number } | undefined;
   /** The filesystem, when already measured. */
@@ -218,7 +230,8 @@ export class CapacityController<TBase> {
           const removed = { name: entry.name, kind: entry.kind, imageId: entry.imageId, bytes: entry.sizeBytes, reason, ageSeconds, detail };
           return Promise.resolve({ removed, kept: null, failure: null });
         }
-      : (decision, reason, detail) => this.ports.remove(base, decision.entry, decision.minAgeSeconds, reason, detail);
+      : (decision, reason, detail) =>
+          this.ports.remove(base, decision.entry, decision.minAgeSeconds, reason, detail, options.usedSinceMs);
     const policy = await runPolicy({
       decisions: decideEntries(scan.entries, this.policyContext(options.inUse)),
       ageOut: options.ageOut,

@@ -128,7 +128,7 @@ export async function removeImage<TBase>(
   for (const decision of decisions) {
     throwIfAborted(options.signal, 'Removing', imageId);
     if (!decision.removable) continue;
-    const outcome = await ports.remove(base, decision.entry, decision.minAgeSeconds, 'operator', 'removed by an operator');
+    const outcome = await ports.remove(base, decision.entry, decision.minAgeSeconds, 'operator', 'removed by an operator', undefined);
     if (outcome.failure !== null) throw outcome.failure.error;
     if (outcome.kept !== null) {
       throw new ImageInUseError(imageId, `${decision.entry.name} is locked: an instance disk is being built from it right now`);

@@ -9,7 +9,6 @@
  */
 import { closeSync, existsSync, fsync, ftruncateSync, linkSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { InvalidConfigError } from '../errors.js';
 import { CACHE_FILE_MODE, mapWriteError, stagingPathFor } from '../fetch/staging.js';
 import { createLogger } from '../log.js';
@@ -22,7 +21,15 @@ import {
 } from './qcow2-header.js';
 
 const log = createLogger('disk');
-const fsyncAsync = promisify(fsync);
+/** `fsync` on libuv's thread pool (a disk flush must not block the event loop). */
+function fsyncAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fsync(fd, (err) => {
+      if (err === null) resolve();
+      else reject(err);
+    });
+  });
+}
 
 /** Formats an overlay's backing file may have. */
 export type BackingFormat = 'raw' | 'qcow2';

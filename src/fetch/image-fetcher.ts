@@ -24,6 +24,7 @@ import { downloadToSink } from './download.js';
 import type { DownloadProgress, DownloadResult, ProgressListener } from './download.js';
 import type { LockManager } from './lock-manager.js';
 import { SingleFlight } from './single-flight.js';
+import { assertImageSize } from './verifier.js';
 import type { StagingSink } from './staging.js';
 
 const log = createLogger('fetch');
@@ -150,7 +151,7 @@ export class ImageFetcher {
    * `onExisting` (touch) if present. Resolves only once the image is complete and verified.
    *
    * @throws `InvalidImageIdError` before anything touches the filesystem; the source's typed errors;
-   *   `ChecksumMismatchError`, `SizeMismatchError`, `ImageTooLargeError`, `DiskFullError`,
+   *   `InvalidImageMetadataError`, `ChecksumMismatchError`, `SizeMismatchError`, `ImageTooLargeError`, `DiskFullError`,
    *   `AbortedError`, `LockTimeoutError`
    */
   async ensure(imageId: string, target: FetchTarget, options: EnsureOptions = {}): Promise<EnsureResult> {
@@ -195,6 +196,8 @@ export class ImageFetcher {
           return { status: 'existing', bytes: 0, algorithm: null, digest: null };
         }
         const info = await this.source.describe(imageId, { signal });
+        // Any source may be wrong about the size; check before a byte is written.
+        if (info.size !== null) assertImageSize(imageId, info.size);
         await options.beforeDownload?.(info, signal);
         const downloadFrom = async (source: ImageSource): Promise<DownloadResult> => {
           const sink = await target.createSink(info, signal);

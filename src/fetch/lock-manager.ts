@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { abortableSleep, throwIfAborted } from '../abort.js';
@@ -107,6 +107,41 @@ export class LockManager {
       }
     };
     return { name, release, [Symbol.asyncDispose]: release };
+  }
+
+  /**
+   * Removes the lock directories of holders that died (not refreshed for `staleMs`): the locks of
+   * names nobody asks for again, such as an entry a killed pass had just removed, would otherwise
+   * stay forever (Nova bug 1256306). Each one is taken over and released the ordinary way, so a
+   * lock that is live, or that another process takes first, is left alone.
+   *
+   * @returns the names whose stale lock was removed
+   */
+  async removeStaleLocks(): Promise<string[]> {
+    if (this.lockDir === undefined) return [];
+    let entries: string[];
+    try {
+      entries = await readdir(this.lockDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const removed: string[] = [];
+    for (const entry of entries) {
+      if (!entry.startsWith(LOCK_PREFIX) || !entry.endsWith('.lock')) continue;
+      const name = entry.slice(LOCK_PREFIX.length, -'.lock'.length);
+      try {
+        if (Date.now() - (await stat(path.join(this.lockDir, entry))).mtimeMs < this.#staleMs) continue;
+        const lock = await this.acquire(name, { timeoutMs: 0 });
+        await lock.release();
+        removed.push(name);
+        log('removed the stale lock %s of a dead holder', name);
+      } catch (err) {
+        // Gone meanwhile, or live again: either way not ours to remove.
+        if (!(err instanceof LockTimeoutError) && (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    return removed;
   }
 
   /** Runs `fn` while holding the lock `name`. */

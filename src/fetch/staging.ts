@@ -43,6 +43,11 @@ export function stagingPathFor(finalPath: string): string {
   return `${finalPath}.${process.pid}-${randomBytes(4).toString('hex')}${STAGING_SUFFIX}`;
 }
 
+/** True for names {@link stagingPathFor} makes (and only those: not Nova's `.part` files). */
+export function isOwnStagingName(name: string): boolean {
+  return /\.\d+-[0-9a-f]{8}\.staging$/.test(name);
+}
+
 /** Where downloaded bytes go until they are published under the final name. */
 export interface StagingSink {
   /** Appends bytes. The buffer may be reused by the caller once the promise settles. */

@@ -6,7 +6,7 @@
  * @module
  */
 import { getHashes } from 'node:crypto';
-import { UnsupportedError } from '../errors.js';
+import { InvalidImageMetadataError, UnsupportedError } from '../errors.js';
 import type { ImageInfo } from '../source/image-source.js';
 
 /** The digest a download must match. */
@@ -19,6 +19,17 @@ export interface ExpectedDigest {
 
 const available = new Set(getHashes());
 const HEX = /^[0-9a-f]+$/i;
+
+/**
+ * Throws {@link InvalidImageMetadataError} unless `size` is a whole number of bytes a download can
+ * be checked against (a safe integer from 0 up). An impossible size from the image service is an
+ * error, not an unknown size.
+ */
+export function assertImageSize(imageId: string, size: unknown): asserts size is number {
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+    throw new InvalidImageMetadataError(imageId, 'size', size, 'a whole number of bytes from 0 up');
+  }
+}
 
 /**
  * Chooses the digest to verify `info` against.

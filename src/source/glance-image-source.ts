@@ -20,6 +20,7 @@ import {
   NotAuthorizedError,
   isImageCacheError,
 } from '../errors.js';
+import { assertImageSize } from '../fetch/verifier.js';
 import { assertValidImageId } from '../image-id.js';
 import { createLogger } from '../log.js';
 import type { ImageInfo, ImageSource, OpenImageOptions, SourceCallOptions } from './image-source.js';
@@ -224,11 +225,17 @@ function optionalString(value: unknown): string | null {
   return typeof value === 'string' ? value : null;
 }
 
-/** Maps a Glance v2 image document to {@link ImageInfo}; undefined when it is not one. */
+/**
+ * Maps a Glance v2 image document to {@link ImageInfo}; undefined when it is not one.
+ *
+ * @throws `InvalidImageMetadataError` when the document gives a size that cannot be true: the
+ *   download is checked against it, so it is never read as "unknown"
+ */
 function toImageInfo(imageId: string, document: unknown): ImageInfo | undefined {
   if (typeof document !== 'object' || document === null || Array.isArray(document)) return undefined;
   const doc = document as Record<string, unknown>;
   if (typeof doc.status !== 'string') return undefined;
+  if (doc.size != null) assertImageSize(imageId, doc.size);
   return {
     id: typeof doc.id === 'string' ? doc.id : imageId,
     status: doc.status,
@@ -627,7 +634,8 @@ export class GlanceImageSource implements ImageSource {
    * `active` image.
    *
    * @throws `InvalidImageIdError`, `ImageNotFoundError` (404), `NotAuthorizedError` (401/403),
-   *   `ImageNotActiveError`, `AbortedError`, and `ImageServiceUnavailableError` once retries ran
+   *   `ImageNotActiveError`, `InvalidImageMetadataError` (an impossible `size`), `AbortedError`,
+   *   and `ImageServiceUnavailableError` once retries ran
    *   out or the answer is unusable (another 4xx, a body that is not an image document)
    */
   async describe(imageId: string, options: SourceCallOptions = {}): Promise<ImageInfo> {
@@ -650,12 +658,13 @@ export class GlanceImageSource implements ImageSource {
             throw statusFailure(imageId, status, get.url, attempt);
           }
           const body = await get.body(res, MAX_METADATA_BYTES);
-          let info: ImageInfo | undefined;
+          let document: unknown;
           try {
-            info = toImageInfo(imageId, JSON.parse(body.toString('utf8')));
+            document = JSON.parse(body.toString('utf8'));
           } catch (error) {
             throw new ImageServiceUnavailableError(imageId, attempt, error);
           }
+          const info = toImageInfo(imageId, document);
           if (info === undefined) {
             throw new ImageServiceUnavailableError(imageId, attempt, new Error(`${get.url} did not return an image document`));
           }

@@ -56,7 +56,10 @@ export interface FakeImageFaults {
   readonly resets?: number | undefined;
   /** Publish an md5 `checksum` and `os_hash_value` that do not match the data. */
   readonly wrongChecksum?: boolean | undefined;
-  /** Answer 503 to the first this-many requests about the image (metadata and file together). */
+  /**
+   * Answer 503 (or `failStatus`) to the first this-many requests about the image (metadata and
+   * file together).
+   */
   readonly failFirst?: number | undefined;
   /** Stop sending after this many body bytes of a file response, keeping the connection open. */
   readonly stallAfterBytes?: number | undefined;
@@ -71,6 +74,20 @@ export interface FakeImageFaults {
   readonly wrongLength?: number | undefined;
   /** Honour `Range: bytes=N-` with 206; when false, answer 200 with the whole body. Default true. */
   readonly honourRange?: boolean | undefined;
+  /** The status `failFirst` answers: any 4xx or 5xx. Default 503. */
+  readonly failStatus?: number | undefined;
+  /**
+   * Close the connection abruptly after `resetOffsets[i]` body bytes of the i-th file response
+   * (counted from 0, after this fault set was installed); later responses are not reset. Takes
+   * precedence over `resetAfterBytes`. Lets a test reset at a different offset each time.
+   */
+  readonly resetOffsets?: readonly number[] | undefined;
+  /**
+   * Fields merged into the metadata document as served (after the real ones), e.g.
+   * `{ size: -1 }` or `{ os_hash_algo: 'sha3-1024' }`: hostile or malformed metadata, to test how
+   * a client validates what the image service says.
+   */
+  readonly metadataOverrides?: Readonly<Record<string, unknown>> | undefined;
 }
 
 /** An image served by the fake. */
@@ -309,6 +326,11 @@ function checkFaults(faults: FakeImageFaults): void {
   checkCount('stalls', faults.stalls, 0);
   checkCount('throttleBytesPerSecond', faults.throttleBytesPerSecond, 1);
   checkCount('wrongLength', faults.wrongLength, 0);
+  if (faults.failStatus !== undefined) {
+    checkCount('failStatus', faults.failStatus, 400);
+    if (faults.failStatus > 599) throw new RangeError(`fake glance: failStatus must be a 4xx or 5xx status, got ${faults.failStatus}`);
+  }
+  for (const offset of faults.resetOffsets ?? []) checkCount('resetOffsets[]', offset, 0);
 }
 
 function hashAlgoOf(image: FakeImage): string | null {
@@ -434,6 +456,7 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
       virtual_size: active ? (image.virtualSize ?? (diskFormat === 'raw' ? state.size : null)) : null,
       visibility: 'shared',
       protected: false,
+      ...state.faults.metadataOverrides,
     });
   };
 
@@ -479,7 +502,14 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
 
     let faultAt = Number.POSITIVE_INFINITY;
     let fault: 'reset' | 'stall' | undefined;
-    if (faults.resetAfterBytes !== undefined && state.resetsUsed < (faults.resets ?? 1)) {
+    if (faults.resetOffsets !== undefined) {
+      const offset = faults.resetOffsets[state.resetsUsed];
+      state.resetsUsed++;
+      if (offset !== undefined) {
+        faultAt = offset;
+        fault = 'reset';
+      }
+    } else if (faults.resetAfterBytes !== undefined && state.resetsUsed < (faults.resets ?? 1)) {
       state.resetsUsed++;
       faultAt = faults.resetAfterBytes;
       fault = 'reset';
@@ -583,7 +613,8 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     }
     if (state.failuresUsed < (state.faults.failFirst ?? 0)) {
       state.failuresUsed++;
-      sendError(res, 503, 'Service Unavailable');
+      const status = state.faults.failStatus ?? 503;
+      sendError(res, status, status === 503 ? 'Service Unavailable' : 'Injected Failure');
       return;
     }
     if (kind === 'metadata') await serveMetadata(res, state);

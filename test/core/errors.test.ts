@@ -10,6 +10,7 @@ import {
   ImageTooLargeError,
   InvalidConfigError,
   InvalidImageIdError,
+  InvalidImageMetadataError,
   NotAuthorizedError,
   SizeMismatchError,
   UnsupportedError,
@@ -33,6 +34,7 @@ describe('errors', () => {
     [new AbortedError('Download', id), 'ERR_ABORTED', true],
     [new UnsupportedError('Pre-caching', 'this backend has no cache.', id), 'ERR_UNSUPPORTED', true],
     [new VolumeGroupError('clone', 'b_inst_0001', 'failed', { imageId: id, cause: new Error('HTTP 500') }), 'ERR_VOLUME_GROUP', true],
+    [new InvalidImageMetadataError(id, 'size', -5, 'a whole number of bytes from 0 up'), 'ERR_INVALID_IMAGE_METADATA', true],
   ];
   for (const [error, code, namesImage] of cases) {
     it(`${error.name} has code ${code}, names the image and says what to do`, () => {

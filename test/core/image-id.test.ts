@@ -10,7 +10,7 @@ describe('image id validation', () => {
       });
     });
   }
-  const bad: unknown[] = ['', '/', '../etc/passwd', 'a/b', 'a\\b', '..', 'x..y', 'nul\0byte', 'tab\there', ' lead', 'trail ', 'a'.repeat(256), 'é'.repeat(128), '\ud800', 42, null, undefined];
+  const bad: unknown[] = ['', '/', '../etc/passwd', 'a/b', 'a\\b', '..', '.', 'x..y', 'nul\0byte', 'tab\there', ' lead', 'trail ', 'a'.repeat(256), 'é'.repeat(128), '\ud800', 42, null, undefined];
   for (const value of bad) {
     it(`rejects ${(JSON.stringify(typeof value === 'string' ? value.slice(0, 40) : value) as string | undefined) ?? String(value)}`, () => {
       assert.throws(

@@ -16,19 +16,12 @@ import {
 } from '../../src/disk/qcow2-header.js';
 import type { Qcow2Header } from '../../src/disk/qcow2-header.js';
 import { encodeQcow2Overlay } from '../../src/disk/qcow2-overlay.js';
-import type { EncodedQcow2Overlay, Qcow2OverlayOptions } from '../../src/disk/qcow2-overlay.js';
-import { InvalidDiskImageError } from '../../src/errors.js';
+import type { Qcow2OverlayOptions } from '../../src/disk/qcow2-overlay.js';
 import { qemuImgCheck, qemuImgInfo, requireQemuImg, runQemuImg } from '../helpers/qemu.js';
+import { assertSane, isInvalidDiskImage, materialize } from '../helpers/qcow2.js';
 import type { QemuImgInfo } from '../helpers/qemu.js';
 
 const GiB = 2 ** 30;
-
-/** The whole file an encoded overlay describes, holes included. */
-function materialize(encoded: EncodedQcow2Overlay): Buffer {
-  const file = Buffer.alloc(encoded.fileSize);
-  for (const { position, bytes } of encoded.chunks) bytes.copy(file, position);
-  return file;
-}
 
 /** A small deterministic PRNG, so a failing mutation can be replayed from its seed. */
 function mulberry32(seed: number): () => number {
@@ -59,24 +52,7 @@ function assertMatchesQemu(header: Qcow2Header, info: QemuImgInfo): void {
   }
 }
 
-/** Checks the promises every successful parse makes, whatever the input was. */
-function assertSane(header: Qcow2Header, fileSize: number): void {
-  assert.ok([2, 3].includes(header.version));
-  assert.ok(header.clusterBits >= 9 && header.clusterBits <= 21);
-  assert.ok(Number.isSafeInteger(header.virtualSize));
-  if (header.backingFile !== null) {
-    assert.ok(Buffer.byteLength(header.backingFile) <= 1023);
-    assert.ok(!header.backingFile.includes('\0'));
-    assert.ok(header.backingFileOffset + header.backingFileSize <= Math.min(fileSize, header.clusterSize));
-  }
-  assert.ok(header.l1TableOffset + header.l1Size * 8 <= fileSize || header.l1Size === 0);
-  assert.ok(header.refcountTableOffset + header.refcountTableClusters * header.clusterSize <= fileSize);
-  assert.equal(header.incompatibleFeatures & 0b100n, 0n, 'data-file images are never accepted');
-}
-
-function isInvalid(err: unknown): boolean {
-  return err instanceof InvalidDiskImageError && err.code === 'ERR_INVALID_DISK_IMAGE';
-}
+const isInvalid = isInvalidDiskImage;
 
 describe('qcow2 header reader', () => {
   let dir: string;

@@ -447,3 +447,46 @@ describe('MemoryImageSource', () => {
     assert.ok(source.bytesServed(ID) < DATA.length);
   });
 });
+
+describe('startFakeGlance: the reliability suite\'s knobs', () => {
+  let glance: FakeGlance;
+  before(async () => {
+    glance = await startFakeGlance({ images: [{ id: ID, content: DATA }] });
+  });
+  after(async () => {
+    await glance.close();
+  });
+
+  it('failStatus chooses the status failFirst answers', async () => {
+    glance.setFaults(ID, { failFirst: 2, failStatus: 502 });
+    assert.equal((await get(`${glance.url}/v2/images/${ID}`)).status, 502);
+    assert.equal((await get(`${glance.url}/v2/images/${ID}/file`)).status, 502);
+    assert.equal((await get(`${glance.url}/v2/images/${ID}`)).status, 200);
+    assert.throws(() => { glance.setFaults(ID, { failStatus: 302 }); }, RangeError);
+    assert.throws(() => { glance.setFaults(ID, { failStatus: 600 }); }, RangeError);
+  });
+
+  it('resetOffsets resets each successive file response at its own offset, then stops', async () => {
+    glance.setFaults(ID, { resetOffsets: [1000, 70_000] });
+    const first = await get(`${glance.url}/v2/images/${ID}/file`);
+    assert.ok(first.interrupted);
+    assert.equal(first.body.length, 1000);
+    const second = await get(`${glance.url}/v2/images/${ID}/file`, { range: 'bytes=1000-' });
+    assert.ok(second.interrupted);
+    assert.equal(second.body.length, 70_000);
+    const third = await get(`${glance.url}/v2/images/${ID}/file`, { range: 'bytes=71000-' });
+    assert.ok(!third.interrupted);
+    assert.ok(third.body.equals(DATA.subarray(71_000)));
+    assert.throws(() => { glance.setFaults(ID, { resetOffsets: [-1] }); }, RangeError);
+  });
+
+  it('metadataOverrides serves hostile fields as given', async () => {
+    glance.setFaults(ID, { metadataOverrides: { size: -5, os_hash_algo: 'sha3-1024' } });
+    const doc = await json(`${glance.url}/v2/images/${ID}`);
+    assert.equal(doc.size, -5);
+    assert.equal(doc.os_hash_algo, 'sha3-1024');
+    assert.equal(doc.id, ID);
+    glance.setFaults(ID, {});
+    assert.equal((await json(`${glance.url}/v2/images/${ID}`)).size, DATA.length);
+  });
+});

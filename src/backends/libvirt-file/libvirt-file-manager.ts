@@ -12,11 +12,12 @@
 import { mkdirSync } from 'node:fs';
 import { lstat, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { BaseImageScan, CacheEntry } from '../../cache-entry.js';
+import type { BaseImageScan, CacheEntry, RemovedEntry } from '../../cache-entry.js';
 import { inspectDiskImage } from '../../disk/qcow2-header.js';
 import { writeQcow2Overlay } from '../../disk/qcow2-overlay.js';
 import { copyRawDisk } from '../../disk/raw-copy.js';
 import {
+  DiskFullError,
   FlavorDiskSmallerThanImageError,
   InvalidConfigError,
   InvalidDiskImageError,
@@ -33,10 +34,11 @@ import type { InUseSet } from '../../instances.js';
 import { statfsProbe, usageOfDirectory } from '../../capacity/statfs.js';
 import type { FilesystemProbe, FilesystemUsage } from '../../capacity/statfs.js';
 import { ImageManager } from '../../manager.js';
-import type { ImageManagerOptions } from '../../manager.js';
+import type { AgeContext, AgeResult, ImageManagerOptions } from '../../manager.js';
 import { cacheDiskUsage, mtimeOf, touchFile } from '../files.js';
 import { useCachedImage } from '../use-cached-image.js';
 import { collectBackingFiles } from './backing-files.js';
+import type { InstanceStagingFile } from './backing-files.js';
 import { cacheFileName } from './naming.js';
 import { scanBaseDirectory } from './scan.js';
 import { StorageRegistry } from './storage-registry.js';
@@ -47,7 +49,9 @@ export interface LibvirtFileImageManagerOptions extends ImageManagerOptions {
   readonly instancesPath: string;
   /**
    * How long a host that stopped registering still protects its instances' bases, seconds.
-   * Default 86400 (Nova's hard-coded 24 h).
+   * Default 86400 (Nova's hard-coded 24 h). Bases backing an existing disk are protected
+   * regardless; this window covers what only instance records show (kernels, ramdisks, bases of
+   * raw copies). See the rule in storage-registry.ts and README "Shared storage".
    */
   readonly storageUsersWindowSeconds?: number | undefined;
   /**
@@ -112,6 +116,8 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   readonly lockDir: string;
   /** The shared-storage registry. */
   readonly registry: StorageRegistry;
+  /** Staging files found in instance directories, per pass (keyed by the pass's scan). */
+  readonly #instanceStaging = new WeakMap<BaseImageScan, readonly InstanceStagingFile[]>();
   #registryCorrupt = false;
   #lastRegistration = Number.NEGATIVE_INFINITY;
   readonly #filesystemProbe: FilesystemProbe;
@@ -211,7 +217,12 @@ export class LibvirtFileImageManager extends ImageManager<string> {
           async (): Promise<InstanceDiskResult | null> => {
             if (!(await isRegularFile(basePath))) return null;
             await touchFile(basePath, this.clock, true, this.log);
-            return this.#buildDisk(options, basePath, diskPath, format, cacheStatus);
+            const built = await this.#buildDisk(options, basePath, diskPath, format, cacheStatus);
+            // Touched again once the disk exists: a pass that scanned before the first touch and
+            // read the instance directories before the disk appeared sees the base was used since
+            // it began, and keeps it (the pass re-checks that under this lock).
+            if (built.created) await touchFile(basePath, this.clock, true, this.log);
+            return built;
           },
           { signal, imageId },
         ),
@@ -283,9 +294,44 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     return [fingerprint, `${fingerprint}_sm`];
   }
 
-  /** {@inheritDoc ImageManager.collectExtraInUse} */
-  protected override async collectExtraInUse(_base: string, inUse: InUseSet): Promise<ReadonlyMap<string, string>> {
-    return collectBackingFiles(this.instancesPath, inUse.instanceNames);
+  /**
+   * The backing files of every disk under the instances path, listed instance or not (see
+   * backing-files.ts: a disk that exists is in use whatever a lagging instance list says).
+   */
+  protected override async collectExtraInUse(_base: string, _inUse: InUseSet, scan: BaseImageScan): Promise<ReadonlyMap<string, string>> {
+    const found = await collectBackingFiles(this.instancesPath, new Set([this.options.subdirectoryName, path.basename(this.lockDir)]));
+    this.#instanceStaging.set(scan, found.staging);
+    return found.backing;
+  }
+
+  /**
+   * The inherited pass, plus what a crash leaves outside the cache directory: staging files of
+   * disks whose writer died (once older than `staleStagingAgeSeconds`), and lock directories of
+   * dead holders that nobody would take again.
+   */
+  override async ageAndVerify(context: AgeContext<string>): Promise<AgeResult> {
+    const result = await super.ageAndVerify(context);
+    const now = this.clock.now();
+    for (const leftover of this.#instanceStaging.get(context.scan) ?? []) {
+      const ageSeconds = (now - leftover.lastModifiedMs) / 1000;
+      if (ageSeconds < this.options.staleStagingAgeSeconds) continue;
+      const name = path.relative(this.instancesPath, leftover.path);
+      try {
+        await unlink(leftover.path);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') result.failures.push({ name, operation: 'remove', error });
+        continue;
+      }
+      const removed: RemovedEntry = { name, kind: 'staging', imageId: null, bytes: 0, reason: 'stale-staging', ageSeconds };
+      result.removed.push(removed);
+      this.emit('removed', removed);
+    }
+    try {
+      await this.locks.removeStaleLocks();
+    } catch (error) {
+      result.failures.push({ name: path.basename(this.lockDir), operation: 'remove', error });
+    }
+    return result;
   }
 
   /** {@inheritDoc ImageManager.touchEntry} */
@@ -337,6 +383,13 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     // (every quarter of it, at most hourly), rarely enough to keep the registry lock quiet.
     const everyMs = Math.min(3_600_000, (this.registry.windowSeconds * 1000) / 4);
     if (this.clock.now() - this.#lastRegistration < everyMs) return;
-    await this.registerStorageUse();
+    try {
+      await this.registerStorageUse();
+    } catch (err) {
+      // Refreshing the registration is not the spawn's job: a full filesystem fails the disk
+      // itself, with its own typed error, if the disk does not fit either.
+      if (!(err instanceof DiskFullError)) throw err;
+      this.log('could not register %s before a spawn: %s', this.host, err.message);
+    }
   }
 }

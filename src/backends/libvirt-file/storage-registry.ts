@@ -11,14 +11,25 @@
  * `{}`, because an empty user list lets a pass delete the bases of every other host (bug 3 of the
  * reference); and the 24 h window is configurable.
  *
+ * The rule a pass follows on shared storage (pinned by test/reliability/shared-storage.test.ts):
+ * a host's instance records protect every base they reference (image, kernel, ramdisk, swap,
+ * ephemeral) for as long as the host is registered, that is for `storageUsersWindowSeconds`
+ * (default 86400) after it last registered: at a pass, at a spawn (at most every quarter of the
+ * window), or through `registerStorageUse()`. Whatever the registry says, a base that backs an
+ * existing disk anywhere under the instances path is never removed. So when a host stops, the
+ * bases its overlays are built on stay as long as the overlays exist, while the bases only its
+ * records reference (kernels, ramdisks, bases of raw copies) stay while it is registered: size
+ * the window above the longest outage a host may have.
+ *
  * @module
  */
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../../clock.js';
-import { InvalidConfigError } from '../../errors.js';
+import { DiskFullError, InvalidConfigError } from '../../errors.js';
 import type { LockManager } from '../../fetch/lock-manager.js';
 import { writeFileAtomically } from '../../fetch/atomic-file.js';
+import { mapWriteError } from '../../fetch/staging.js';
 import { createLogger } from '../../log.js';
 
 const log = createLogger('storage-registry');
@@ -132,12 +143,23 @@ export class StorageRegistry {
   /**
    * Registers `host` and returns the users, in one locked read-modify-write: what a pass calls.
    * The result reports the file as it was read, so a corrupt file still says `corrupt: true`
-   * (with `host` as the only user) even though this call has just rewritten it.
+   * (with `host` as the only user) even though this call has just rewritten it. When the file
+   * cannot be written for lack of space, the users are listed all the same.
    */
   async registerAndList(host: string, options: RegistryCallOptions = {}): Promise<StorageUsers> {
     assertHost(host);
     return this.#locked(async () => {
-      const contents = await this.#register(host);
+      let contents: RegistryContents;
+      try {
+        contents = await this.#register(host);
+      } catch (err) {
+        // A full filesystem must not stop the pass that would free it: list the users as read
+        // (this host among them) and register at the next pass.
+        if (!(err instanceof DiskFullError)) throw err;
+        log('could not register %s (%s); listing the users as read', host, err.message);
+        contents = await this.#read();
+        contents.raw.set(host, this.#clock.now() / 1000);
+      }
       return this.#usersOf(contents);
     }, options);
   }
@@ -200,9 +222,33 @@ export class StorageRegistry {
 
   /** Replaces the file atomically: a reader sees the old file or the new one, never a mix. */
   async #write(raw: ReadonlyMap<string, unknown>): Promise<void> {
-    await writeFileAtomically(this.path, serialize(raw));
+    const dir = path.dirname(this.path);
+    try {
+      await mkdir(dir, { recursive: true });
+      await this.#removeDeadTemps(dir);
+      await writeFileAtomically(this.path, serialize(raw));
+    } catch (err) {
+      throw mapWriteError(err, undefined, dir);
+    }
+  }
+
+  /**
+   * Removes temp files of writers that died between creating and renaming theirs (a crash or a
+   * SIGKILL mid-write). We hold the registry lock, so no live writer of ours has one open.
+   */
+  async #removeDeadTemps(dir: string): Promise<void> {
+    for (const name of await readdir(dir)) {
+      if (!TEMP_NAME.test(name)) continue;
+      log('removing %s, left by a writer that died', name);
+      await unlink(path.join(dir, name)).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      });
+    }
   }
 }
+
+/** Our temp files (see `#write`): `.compute_nodes.<pid>.<12 hex digits>.tmp`. */
+const TEMP_NAME = /^\.compute_nodes\.\d+\.[0-9a-f]{12}\.tmp$/;
 
 function assertHost(host: unknown): asserts host is string {
   if (typeof host !== 'string' || host === '') throw new InvalidConfigError('host', 'a non-empty host name', host);

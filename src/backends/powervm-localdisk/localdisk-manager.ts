@@ -329,10 +329,13 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
     entry: CacheEntry,
     minAgeSeconds: number,
     reason: RemovedEntry['reason'],
+    detail?: string,
+    usedSinceMs?: number,
   ): Promise<RemovalOutcome> {
-    if (this.#exclusive) return super.removeIfStillUnused(base, entry, minAgeSeconds, reason);
+    const remove = (): Promise<RemovalOutcome> => super.removeIfStillUnused(base, entry, minAgeSeconds, reason, detail, usedSinceMs);
+    if (this.#exclusive) return remove();
     try {
-      return await this.cacheLock.withExclusive(() => super.removeIfStillUnused(base, entry, minAgeSeconds, reason), {
+      return await this.cacheLock.withExclusive(remove, {
         timeoutMs: this.options.lockTimeoutMs,
       });
     } catch (err) {

@@ -1,0 +1,121 @@
+// Fault injection into node:fs, for the failures a test cannot produce for real (EIO, EACCES as
+// root) and for pausing a file operation at an exact point of a race. The library imports
+// `node:fs/promises` by name; replacing a function on the module object and calling
+// syncBuiltinESMExports() updates those named imports too, so the code under test sees the fault
+// without any hook of its own.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
+
+/** An errno error as node:fs raises it. */
+export function errnoError(code: string, syscall: string, file: string): NodeJS.ErrnoException {
+  const errnos: Record<string, number> = { EIO: -5, EACCES: -13, EPERM: -1, ENOSPC: -28 };
+  return Object.assign(new Error(`${code}: injected fault, ${syscall} '${file}'`), {
+    code,
+    errno: errnos[code],
+    syscall,
+    path: file,
+  });
+}
+
+type PromisesApi = typeof fsp;
+
+/**
+ * Replaces `fs.promises[name]` (as imported by name anywhere) with `replacement`, which receives
+ * the original. Returns the function that restores it.
+ */
+export function replaceFsPromise<K extends keyof PromisesApi>(
+  name: K,
+  replacement: (original: PromisesApi[K]) => PromisesApi[K],
+): () => void {
+  const target = fsp as unknown as Record<string, unknown>;
+  const original = target[name] as PromisesApi[K];
+  target[name] = replacement(original);
+  syncBuiltinESMExports();
+  return () => {
+    target[name] = original;
+    syncBuiltinESMExports();
+  };
+}
+
+/**
+ * Makes `FileHandle.prototype.write` fail with `code` for files whose path `matches`, once `after`
+ * bytes have been written through it. Returns the function that restores it.
+ */
+export async function failFileHandleWrites(
+  matches: (file: string) => boolean,
+  code: string,
+  after = 0,
+): Promise<() => void> {
+  const probe = await fsp.open(process.execPath, 'r');
+  const proto = Object.getPrototypeOf(probe) as { write: FileHandle['write'] };
+  await probe.close();
+  const original = proto.write;
+  const paths = new WeakMap<object, string>();
+  const written = new WeakMap<object, number>();
+  const originalOpen = fsp.open;
+  const restoreOpen = replaceFsPromise('open', () => (async (file: fs.PathLike | FileHandle, ...rest: unknown[]) => {
+    const handle = await (originalOpen as (...args: unknown[]) => Promise<FileHandle>)(file, ...rest);
+    if (typeof file === 'string') paths.set(handle, file);
+    return handle;
+  }));
+  proto.write = function (this: FileHandle, ...args: unknown[]) {
+    const file = paths.get(this);
+    if (file !== undefined && matches(file)) {
+      const sofar = written.get(this) ?? 0;
+      if (sofar >= after) return Promise.reject(errnoError(code, 'write', file));
+      const length = (args[2] as number | undefined) ?? (args[0] as Uint8Array).length;
+      written.set(this, sofar + length);
+    }
+    return (original as (...a: unknown[]) => ReturnType<FileHandle['write']>).apply(this, args);
+  };
+  return () => {
+    proto.write = original;
+    restoreOpen();
+  };
+}
+
+/**
+ * Makes the synchronous reads (`fs.readSync`) of files whose path `matches` fail with `code`, for
+ * the code that reads headers synchronously. Returns the function that restores them.
+ */
+export function failSyncReads(matches: (file: string) => boolean, code: string): () => void {
+  const originalOpen = fs.openSync;
+  const originalRead = fs.readSync;
+  const failing = new Map<number, string>();
+  fs.openSync = ((file: fs.PathLike, ...rest: unknown[]) => {
+    const fd = (originalOpen as (...a: unknown[]) => number)(file, ...rest);
+    if (matches(String(file))) failing.set(fd, String(file));
+    else failing.delete(fd);
+    return fd;
+  });
+  fs.readSync = ((fd: number, ...rest: unknown[]) => {
+    const file = failing.get(fd);
+    if (file !== undefined) throw errnoError(code, 'read', file);
+    return (originalRead as (...a: unknown[]) => number)(fd, ...rest);
+  });
+  syncBuiltinESMExports();
+  return () => {
+    fs.openSync = originalOpen;
+    fs.readSync = originalRead;
+    syncBuiltinESMExports();
+  };
+}
+
+type FsApi = typeof fs;
+
+/**
+ * Replaces `fs[name]` (callback or sync API, as imported by name anywhere) with `replacement`,
+ * which receives the original. Returns the function that restores it.
+ */
+export function replaceFs<K extends keyof FsApi>(name: K, replacement: (original: FsApi[K]) => FsApi[K]): () => void {
+  const target = fs as unknown as Record<string, unknown>;
+  const original = target[name] as FsApi[K];
+  target[name] = replacement(original);
+  syncBuiltinESMExports();
+  return () => {
+    target[name] = original;
+    syncBuiltinESMExports();
+  };
+}
