@@ -9,7 +9,8 @@
 //     began, still exists;
 //   - every final-name base is complete and verifies against the image.
 import assert from 'node:assert/strict';
-import fs, { existsSync } from 'node:fs';
+import type fs from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { LibvirtFileImageManager } from '../../src/backends/libvirt-file/libvirt-file-manager.js';
