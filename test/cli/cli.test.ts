@@ -120,4 +120,35 @@ describe('virt-imagecache CLI', () => {
     const files = await readdir(path.join(dir, '_base'));
     assert.deepEqual(files.filter((name) => name.startsWith(cacheFileName(BIG))), []);
   });
+
+  it('status lists entries (JSON for scripts); prune refuses without the instances and dry-runs with them', async () => {
+    const status = await cli(['status', '--instances-path', dir, '--json']);
+    assert.equal(status.code, 0, status.stderr);
+    const listed = JSON.parse(status.stdout) as { entries: { name: string; sizeBytes: number }[] };
+    assert.deepEqual(listed.entries.map((e) => e.name), [cacheFileName(IMAGE)]);
+    assert.ok((listed.entries[0]?.sizeBytes ?? 0) >= data.length, 'allocated bytes');
+    const text = await cli(['status', '--instances-path', dir]);
+    assert.match(text.stdout, /NAME\s+KIND\s+IMAGE\s+SIZE/);
+
+    const blind = await cli(['prune', '--instances-path', dir]);
+    assert.equal(blind.code, 1);
+    assert.match(blind.stderr, /ERR_UNSUPPORTED/);
+
+    // Nothing uses the image, but it is younger than a day: nothing goes.
+    const none = path.join(dir, 'none.json');
+    await writeFile(none, '[]');
+    const young = await cli(['prune', '--dry-run', '--instances-path', dir, '--instances', none]);
+    assert.equal(young.code, 0, young.stderr);
+    assert.match(young.stdout, /0 to remove/);
+    // With a minimum age of 0 (from the config file) it would go; the dry run removes nothing.
+    const config = path.join(dir, 'age0.json');
+    await writeFile(config, JSON.stringify({ instancesPath: dir, cache: { removeUnusedOriginalMinimumAgeSeconds: 0 } }));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const dry = await cli(['prune', '--dry-run', '--config', config, '--instances', none]);
+    assert.match(dry.stdout, new RegExp(`would remove ${cacheFileName(IMAGE)} .*unused`));
+    assert.ok((await readdir(path.join(dir, '_base'))).includes(cacheFileName(IMAGE)));
+    const bad = path.join(dir, 'bad-instances.json');
+    await writeFile(bad, '[{"uuid": 1}]');
+    assert.equal((await cli(['prune', '--instances-path', dir, '--instances', bad])).code, 2);
+  });
 });
