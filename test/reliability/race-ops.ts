@@ -2,7 +2,7 @@
 // shared by the test (which plans each step) and the worker (test/helpers/race-worker.ts, which
 // runs it).
 //
-// To add an operation (e.g. eviction once capacity lands, or `cacheImages(manager, ids, {pin})`):
+// To add an operation (e.g. `cacheImages(manager, ids, {pin})`):
 //   1. add an entry to RACE_OPERATIONS below: a name, a weight (how often it is drawn), `plan`
 //      (parent side: pick its arguments from the world, register what the instance "database"
 //      must know before the step starts, return the message) and `run` (worker side: call the
@@ -150,14 +150,24 @@ export const RACE_OPERATIONS: readonly RaceOperation[] = [
       return null;
     },
   },
-  // ---- Slot: eviction (issue 6). Once `maxCacheBytes` / watermarks exist, add e.g.
-  // {
-  //   name: 'evict',
-  //   weight: 2,
-  //   plan: () => ({ message: () => ({ op: 'evict' }) }),
-  //   run: async ({ manager }) => manager.evict(...),  // whatever issue 6 exposes
-  // },
-  // and give the workers' managers a small maxCacheBytes in race-worker.ts.
+  {
+    // Eviction: the operator's prune, which runs the one removal policy shared with the size cap
+    // and the watermarks (src/capacity/policy.ts), with the instance list as of the step. With the
+    // minimum ages at 0 every unused base is a candidate, so only the in-use set and the locks
+    // protect a spawn racing it.
+    name: 'evict',
+    weight: 2,
+    plan() {
+      return { message: (instances) => ({ op: 'evict', instances: instances() }) };
+    },
+    async run({ manager }, message) {
+      const report = await manager.prune({ instances: message.instances as InstanceRecord[] });
+      if (report.failures.length > 0) {
+        throw new Error(`prune failures: ${report.failures.map((f) => `${f.name} ${f.operation}: ${String(f.error)}`).join('; ')}`);
+      }
+      return { removed: report.removed.map((r) => r.name) };
+    },
+  },
 ];
 
 /** The operation called `name`. */

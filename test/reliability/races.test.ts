@@ -66,7 +66,7 @@ describe('races: two hosts share one instances path, minimum ages 0', () => {
     await cleanup();
   });
 
-  it(`${INTERLEAVINGS} seeded interleavings of spawn, pre-cache, update (ages 0) and terminate lose no base in use`, { timeout: 300_000 }, async (t) => {
+  it(`${INTERLEAVINGS} seeded interleavings of spawn, pre-cache, update (ages 0), evict and terminate lose no base in use`, { timeout: 300_000 }, async (t) => {
     await withSeed(t, async (seed) => {
       const rng = new Rng(seed);
       const world: RaceWorld = { instancesPath, imageIds, instances: new Map(), nextInstance: 0 };
@@ -94,7 +94,8 @@ describe('races: two hosts share one instances path, minimum ages 0', () => {
         // the instances registered for this step's spawns yet (Nova gap H).
         const lagging = rng.chance(0.5);
         const listed = lagging ? atStart : listing();
-        const passes = planned.filter((p) => p.op.name === 'update').length;
+        // Passes and evictions both remove what the list does not protect.
+        const passes = planned.filter((p) => p.op.name === 'update' || p.op.name === 'evict').length;
         if (passes > 0 && lagging) laggingPasses++;
         if (passes > 1) concurrentPasses++;
         const mustSurvive =
