@@ -177,5 +177,9 @@ function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
       resolve(Buffer.concat(chunks));
     });
     request.once('error', reject);
+    // A client that leaves mid-body: nothing to answer (a no-op once the body has ended).
+    request.once('close', () => {
+      reject(new Error('the client disconnected before sending the whole body'));
+    });
   });
 }
