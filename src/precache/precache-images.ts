@@ -15,7 +15,7 @@
  * @module
  */
 import pLimit from 'p-limit';
-import { raceAbort, throwIfAborted } from '../abort.js';
+import { throwIfAborted } from '../abort.js';
 import {
   AbortedError,
   HostTimeoutError,
@@ -30,7 +30,8 @@ import { createLogger } from '../log.js';
 import { DEFAULT_OPTIONS, integerFrom } from '../options.js';
 import type { ImageSource } from '../source/image-source.js';
 import { toImageCacheError } from './cache-images.js';
-import { startDeadline, validateTimeoutMs } from './deadline.js';
+import { validateTimeoutMs } from './deadline.js';
+import { DeadlineGroup } from './deadline-group.js';
 import type { PrecacheEvent } from './events.js';
 import type { HostClient, PrecacheHost } from './host-client.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
@@ -153,18 +154,18 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
     });
   };
 
+  // One timer and signal per batch of hosts started together, not per host (see DeadlineGroup).
+  const deadlines = new DeadlineGroup(signal, timeoutMs);
   const askHost = async (host: PrecacheHost, cell: string): Promise<void> => {
     const hostStarted = performance.now();
     if (aborted()) {
       complete(failedOutcome(host.name, cell, imageIds, new AbortedError(`Pre-caching on host ${host.name}`, undefined, signal?.reason), 0));
       return;
     }
-    const deadline = startDeadline(signal, timeoutMs);
+    const deadline = deadlines.start();
     try {
-      const report = await raceAbort(
+      const report = await deadline.race(
         client.cacheImages(host, imageIds, { signal: deadline.signal, pinTtlSeconds, bytesPerSecond }),
-        deadline.signal,
-        `Pre-caching on host ${host.name}`,
       );
       complete(answeredOutcome(host.name, cell, imageIds, report, performance.now() - hostStarted));
     } catch (thrown) {
@@ -175,7 +176,7 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
       log('pre-caching on host %s failed: %s', host.name, error.message);
       complete(failedOutcome(host.name, cell, imageIds, error, performance.now() - hostStarted));
     } finally {
-      deadline.clear();
+      deadline.done();
     }
   };
 
@@ -192,7 +193,11 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
       }
     }
   }
-  await Promise.all(running);
+  try {
+    await Promise.all(running);
+  } finally {
+    deadlines.close();
+  }
 
   // 5 and 6.
   const summary = summarise({

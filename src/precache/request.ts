@@ -21,6 +21,9 @@ export interface PrecacheRequestOptions {
   readonly bytesPerSecond?: number | undefined;
 }
 
+/** Lists returned by {@link validateImageIds}: frozen, so they stay valid. */
+const validated = new WeakSet<object>();
+
 /**
  * Checks a list of image ids: at least one, each well-formed, none twice (Nova: "Duplicate images
  * in request", exact string equality).
@@ -28,6 +31,8 @@ export interface PrecacheRequestOptions {
  * @returns a frozen copy, so the list cannot change under a running request
  */
 export function validateImageIds(imageIds: unknown): readonly string[] {
+  // A fan-out hands the same validated list to every host: check it once, not once per host.
+  if (validated.has(imageIds as object)) return imageIds as readonly string[];
   if (!Array.isArray(imageIds)) {
     throw new InvalidPrecacheRequestError('the images must be given as an array of image ids.');
   }
@@ -42,7 +47,9 @@ export function validateImageIds(imageIds: unknown): readonly string[] {
     }
     seen.add(imageId);
   }
-  return Object.freeze([...seen]);
+  const checked = Object.freeze([...seen]);
+  validated.add(checked);
+  return checked;
 }
 
 /** Checks {@link PrecacheRequestOptions}; throws `InvalidConfigError` naming the bad option. */
