@@ -53,3 +53,31 @@ export { runCli, helpText } from './cli/run-cli.js';
 export { ExitCode } from './cli/context.js';
 export type { CliIo, ExitCodeValue } from './cli/context.js';
 export * from './capacity/index.js';
+export type { PrecacheRequestOptions } from './precache/request.js';
+export type * from './precache/results.js';
+export { cacheImages } from './precache/cache-images.js';
+export type { CacheImagesOptions } from './precache/cache-images.js';
+export type * from './precache/host-client.js';
+export * from './precache/in-process-host-client.js';
+export { describePrecacheSummary } from './precache/summary.js';
+export type {
+  PrecacheAggregateRef,
+  PrecacheCounts,
+  PrecacheHostImage,
+  PrecacheHostOutcome,
+  PrecacheHostStatus,
+  PrecacheImageTally,
+  PrecacheSummary,
+} from './precache/summary.js';
+export type * from './precache/events.js';
+export * from './precache/precache-images.js';
+export {
+  CACHE_IMAGES_PATH,
+  decodeErrorJSON,
+  decodeHostCacheReport,
+  encodeCacheImagesRequest,
+  parseCacheImagesRequest,
+} from './precache/wire.js';
+export type { CacheImagesRequest, CacheImagesRequestBody, CacheImagesRequestItem } from './precache/wire.js';
+export * from './precache/host-agent.js';
+export * from './precache/http-host-client.js';

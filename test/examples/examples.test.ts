@@ -23,6 +23,8 @@ interface Example {
   readonly flags?: readonly string[];
   /** What its output must show. */
   readonly expect: readonly RegExp[];
+  /** Extra environment. */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 const EXAMPLES: readonly Example[] = [
@@ -31,6 +33,19 @@ const EXAMPLES: readonly Example[] = [
     expect: [/spawned .* \[cached\]/, /spawned .* \[existing\]/, /kept \w+ \(in-use\)/, /removed \w+ \(unused\)/],
   },
   { file: 'examples/testing-a-driver.ts', flags: ['--test'], expect: [/# pass 3/, /# fail 0/] },
+  {
+    // `npm run demo` (a smaller base image keeps the suite quick; the flow is the same).
+    file: 'examples/demo.ts',
+    env: { DEMO_IMAGE_MIB: '64' },
+    expect: [
+      /first spawn .*\n\s+cached in/,
+      /median [\d.]+ ms per spawn/,
+      /summary: \{"cached":3,"existing":0,"error":0,"unsupported":0,"skipped":0\}/,
+      /removed \w+… \(unused\); kept \w+… \(pinned\)/,
+      /\[capacity: cap\] least recently used/,
+      /nothing left behind/,
+    ],
+  },
 ];
 
 describe('examples', () => {
@@ -38,7 +53,7 @@ describe('examples', () => {
     it(`${example.file} runs with one command and shows what it claims`, async () => {
       const { stdout } = await run(process.execPath, ['--import', 'tsx', ...(example.flags ?? []), example.file], {
         cwd: root,
-        env: userEnv(),
+        env: { ...userEnv(), ...example.env },
         maxBuffer: 16 * 1024 * 1024,
       });
       for (const pattern of example.expect) assert.match(stdout, pattern);

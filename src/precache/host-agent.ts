@@ -1,0 +1,185 @@
+/**
+ * {@link createHostAgent}: the compute-host side of pre-caching over HTTP (Nova's compute RPC
+ * `cache_images`), as a plain `node:http` request handler, so the host's service decides where it
+ * listens (address, port, TLS via `node:https`) and `HttpHostClient` can reach it from another
+ * process or machine.
+ *
+ * It serves one route, `POST /v1/cache-images` (see `./wire.ts` for the shapes), behind a bearer
+ * token compared in constant time. The token is checked before the body is read; the body is
+ * size-limited and validated like Nova's API schema (typed 4xx answers); a client that disconnects
+ * cancels the work in progress (nothing partial is kept).
+ *
+ * @module
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HostUnauthorizedError, HostUnavailableError, InvalidConfigError, InvalidPrecacheRequestError, isImageCacheError } from '../errors.js';
+import type { ImageCacheError } from '../errors.js';
+import { createLogger } from '../log.js';
+import type { ImageManager } from '../manager.js';
+import { integerFrom } from '../options.js';
+import { cacheImages } from './cache-images.js';
+import { CACHE_IMAGES_PATH, parseCacheImagesRequest } from './wire.js';
+
+const log = createLogger('precache:agent');
+
+/** Default body limit: room for thousands of image ids, nothing like an upload. */
+export const DEFAULT_AGENT_MAX_BODY_BYTES = 1024 * 1024;
+
+/** Codes that mean "your request is wrong" (400), as opposed to "I failed" (500). */
+const BAD_REQUEST_CODES: ReadonlySet<string> = new Set(['ERR_INVALID_REQUEST', 'ERR_INVALID_IMAGE_ID', 'ERR_INVALID_CONFIG']);
+
+/** Options of {@link createHostAgent}. */
+export interface HostAgentOptions {
+  /** The bearer token clients must send (`Authorization: Bearer <token>`). Required, non-empty. */
+  readonly token: string;
+  /** Largest accepted request body, bytes; larger ones get 413. Default 1 MiB. */
+  readonly maxBodyBytes?: number | undefined;
+}
+
+/** A `node:http` request handler: pass it to `http.createServer` (or call it from your router). */
+export type HostAgentHandler = (request: IncomingMessage, response: ServerResponse) => void;
+
+/** An answer with a status and a typed error. */
+class HttpAnswer extends Error {
+  readonly statusCode: number;
+  readonly error: ImageCacheError;
+  constructor(statusCode: number, error: ImageCacheError) {
+    super(error.message);
+    this.statusCode = statusCode;
+    this.error = error;
+  }
+}
+
+/**
+ * Creates the host agent for `manager`: `POST /v1/cache-images` runs {@link cacheImages} on it and
+ * answers the report (200). Other answers: 400 (malformed JSON or request, bad image id or
+ * option), 401 (missing or wrong token), 404 (other paths), 405 (other methods), 413 (body too
+ * large), 415 (not JSON), 500 (unexpected failure); each with `{"error": {name, code, message}}`.
+ *
+ * @example
+ * ```ts
+ * const server = http.createServer(createHostAgent(manager, { token: process.env.PRECACHE_TOKEN! }));
+ * server.listen(8775, '10.0.0.5');
+ * ```
+ * @throws `InvalidConfigError` for a missing token or a bad `maxBodyBytes`
+ */
+export function createHostAgent(manager: ImageManager, options: HostAgentOptions): HostAgentHandler {
+  const { token } = options;
+  if (typeof token !== 'string' || token === '') {
+    throw new InvalidConfigError('token', 'a non-empty bearer token string', token);
+  }
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_AGENT_MAX_BODY_BYTES;
+  integerFrom(1)('maxBodyBytes', maxBodyBytes);
+  const expected = sha256(token);
+
+  const authorised = (header: string | undefined): boolean => {
+    const match = /^Bearer +(\S+) *$/i.exec(header ?? '');
+    // Hashing first makes the comparison constant-time whatever the lengths.
+    return match?.[1] !== undefined && timingSafeEqual(sha256(match[1]), expected);
+  };
+
+  const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
+    const { pathname } = new URL(request.url ?? '/', 'http://agent');
+    if (pathname !== CACHE_IMAGES_PATH) {
+      throw new HttpAnswer(404, new InvalidPrecacheRequestError(`there is no ${pathname} here; the agent serves POST ${CACHE_IMAGES_PATH}.`));
+    }
+    if (request.method !== 'POST') {
+      response.setHeader('Allow', 'POST');
+      throw new HttpAnswer(405, new InvalidPrecacheRequestError(`${CACHE_IMAGES_PATH} takes POST, not ${request.method ?? '?'}.`));
+    }
+    if (!authorised(request.headers.authorization)) {
+      response.setHeader('WWW-Authenticate', 'Bearer realm="virt-imagecache"');
+      log('%s: refused a request from %s: missing or wrong token', manager.host, request.socket.remoteAddress);
+      throw new HttpAnswer(401, new HostUnauthorizedError(manager.host, 401));
+    }
+    const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+    if (type !== 'application/json') {
+      throw new HttpAnswer(415, new InvalidPrecacheRequestError(`the body must be application/json, not ${type === '' ? 'untyped' : type}.`));
+    }
+    const body = await readBody(request, maxBodyBytes);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch {
+      throw new HttpAnswer(400, new InvalidPrecacheRequestError('the body is not valid JSON.'));
+    }
+    const { imageIds, pinTtlSeconds, bytesPerSecond } = parseCacheImagesRequest(parsed);
+    log('%s: pre-cache request for %d image(s) from %s', manager.host, imageIds.length, request.socket.remoteAddress);
+
+    const controller = new AbortController();
+    response.on('close', () => {
+      // 'close' before the answer was written: the client went away; stop working for it.
+      if (!response.writableFinished) controller.abort(new Error('the client disconnected'));
+    });
+    const report = await cacheImages(manager, imageIds, { signal: controller.signal, pinTtlSeconds, bytesPerSecond });
+    send(response, 200, report);
+  };
+
+  return (request, response) => {
+    handle(request, response).catch((thrown: unknown) => {
+      if (response.destroyed) {
+        log('%s: client gone; request dropped (%s)', manager.host, thrown instanceof Error ? thrown.message : String(thrown));
+        return;
+      }
+      if (thrown instanceof HttpAnswer) {
+        sendError(response, thrown.statusCode, thrown.error);
+      } else if (isImageCacheError(thrown) && BAD_REQUEST_CODES.has(thrown.code)) {
+        sendError(response, 400, thrown);
+      } else {
+        log('%s: pre-cache request failed: %O', manager.host, thrown);
+        const error = isImageCacheError(thrown)
+          ? thrown
+          : new HostUnavailableError(manager.host, `its agent failed unexpectedly (${String(thrown)})`, { statusCode: 500, cause: thrown });
+        sendError(response, 500, error);
+      }
+    });
+  };
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+function send(response: ServerResponse, statusCode: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  response.writeHead(statusCode, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+  response.end(text);
+}
+
+function sendError(response: ServerResponse, statusCode: number, error: ImageCacheError): void {
+  // The request body may be unread (or too large to read): close rather than drain it.
+  response.setHeader('Connection', 'close');
+  send(response, statusCode, { error });
+}
+
+/** Reads the body, answering 413 as soon as it is known to exceed `limit` (declared or received). */
+function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = (): HttpAnswer =>
+    new HttpAnswer(413, new InvalidPrecacheRequestError(`the body is larger than ${limit} bytes; send fewer images per request.`));
+  const declared = Number(request.headers['content-length'] ?? Number.NaN);
+  if (declared > limit) return Promise.reject(tooLarge());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        request.off('data', onData);
+        request.pause();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    request.on('data', onData);
+    request.once('end', () => {
+      resolve(Buffer.concat(chunks));
+    });
+    request.once('error', reject);
+    // A client that leaves mid-body: nothing to answer (a no-op once the body has ended).
+    request.once('close', () => {
+      reject(new Error('the client disconnected before sending the whole body'));
+    });
+  });
+}

@@ -1,0 +1,36 @@
+/**
+ * {@link InProcessHostClient}: a {@link HostClient} over image managers living in this process,
+ * for drivers that manage several caches from one service, for tests, and for benchmarks.
+ *
+ * @module
+ */
+import { HostUnavailableError } from '../errors.js';
+import type { ImageManager } from '../manager.js';
+import { cacheImages } from './cache-images.js';
+import type { HostCacheOptions, HostClient, PrecacheHost } from './host-client.js';
+import type { HostCacheReport } from './results.js';
+
+/** Calls {@link cacheImages} on the manager registered for each host. */
+export class InProcessHostClient implements HostClient {
+  readonly #managers: ReadonlyMap<string, ImageManager>;
+
+  /**
+   * @param managers - host name → manager, or a list of managers registered under their `host`
+   */
+  constructor(managers: ReadonlyMap<string, ImageManager> | Iterable<ImageManager>) {
+    this.#managers = isMap(managers) ? new Map(managers) : new Map([...managers].map((manager) => [manager.host, manager]));
+  }
+
+  /** Runs {@link cacheImages} on `host`'s manager. */
+  cacheImages(host: PrecacheHost, imageIds: readonly string[], options: HostCacheOptions): Promise<HostCacheReport> {
+    const manager = this.#managers.get(host.name);
+    if (manager === undefined) {
+      return Promise.reject(new HostUnavailableError(host.name, 'no image manager is registered for it in this InProcessHostClient'));
+    }
+    return cacheImages(manager, imageIds, options);
+  }
+}
+
+function isMap(value: ReadonlyMap<string, ImageManager> | Iterable<ImageManager>): value is ReadonlyMap<string, ImageManager> {
+  return value instanceof Map;
+}

@@ -1,0 +1,138 @@
+/**
+ * The host agent's HTTP protocol, shared by `createHostAgent` and `HttpHostClient` so both ends
+ * read and write the same shapes.
+ *
+ * `POST /v1/cache-images` with `Authorization: Bearer <token>` and a JSON body shaped like Nova's
+ * `POST /os-aggregates/{id}/images` (`{"cache": [{"id": "..."}]}`, no other keys per item), plus the
+ * per-request options Nova's spec left room for: `pinTtlSeconds`, `bytesPerSecond`. The answer is
+ * the host's report as JSON (errors in their `toJSON` form); failures answer
+ * `{"error": {"name", "code", "message"}}` with a 4xx or 5xx status.
+ *
+ * @module
+ */
+import { InvalidPrecacheRequestError, RemoteImageCacheError } from '../errors.js';
+import type { ImageCacheErrorCode, ImageCacheErrorJSON } from '../errors.js';
+import { validateImageIds, validateRequestOptions } from './request.js';
+import type { PrecacheRequestOptions } from './request.js';
+import type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './results.js';
+
+/** The agent's only route. */
+export const CACHE_IMAGES_PATH = '/v1/cache-images';
+
+/** One image of a {@link CacheImagesRequestBody} (Nova's item shape: nothing but the id). */
+export interface CacheImagesRequestItem {
+  /** The image id. */
+  readonly id: string;
+}
+
+/** The request body of `POST /v1/cache-images`. */
+export interface CacheImagesRequestBody {
+  /** The images, in order (Nova's shape). */
+  readonly cache: readonly CacheImagesRequestItem[];
+  /** Pin each cached image this long, seconds. */
+  readonly pinTtlSeconds?: number | undefined;
+  /** Download speed cap, bytes per second. */
+  readonly bytesPerSecond?: number | undefined;
+}
+
+/** A parsed, validated request. */
+export interface CacheImagesRequest extends PrecacheRequestOptions {
+  /** The images, in order, each once. */
+  readonly imageIds: readonly string[];
+}
+
+const BODY_KEYS: ReadonlySet<string> = new Set(['cache', 'pinTtlSeconds', 'bytesPerSecond']);
+const STATUSES: ReadonlySet<string> = new Set<PrecacheImageStatus>(['cached', 'existing', 'unsupported', 'error']);
+
+/** The body for `imageIds` and `options` (JSON has no `Infinity`: an uncapped speed is left out). */
+export function encodeCacheImagesRequest(imageIds: readonly string[], options: PrecacheRequestOptions): CacheImagesRequestBody {
+  return {
+    cache: imageIds.map((id) => ({ id })),
+    ...(options.pinTtlSeconds === undefined ? {} : { pinTtlSeconds: options.pinTtlSeconds }),
+    ...(options.bytesPerSecond === undefined || !Number.isFinite(options.bytesPerSecond) ? {} : { bytesPerSecond: options.bytesPerSecond }),
+  };
+}
+
+/**
+ * Validates a parsed JSON body as Nova validates its schema: `cache` required, at least one item,
+ * each item exactly `{ "id": string }`, no unknown keys; then the image ids and options.
+ *
+ * @throws `InvalidPrecacheRequestError`, `InvalidImageIdError` or `InvalidConfigError`
+ */
+export function parseCacheImagesRequest(body: unknown): CacheImagesRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new InvalidPrecacheRequestError('the body must be a JSON object like {"cache": [{"id": "<image id>"}]}.');
+  }
+  const unknownKey = Object.keys(body).find((key) => !BODY_KEYS.has(key));
+  if (unknownKey !== undefined) {
+    throw new InvalidPrecacheRequestError(`unknown field ${JSON.stringify(unknownKey)}; accepted: ${[...BODY_KEYS].join(', ')}.`);
+  }
+  const { cache, pinTtlSeconds, bytesPerSecond } = body as Record<string, unknown>;
+  if (!Array.isArray(cache)) {
+    throw new InvalidPrecacheRequestError('"cache" is required: a list of {"id": "<image id>"}.');
+  }
+  const imageIds = (cache as unknown[]).map((item, i) => {
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) {
+      throw new InvalidPrecacheRequestError(`cache[${i}] must be an object {"id": "<image id>"}.`);
+    }
+    const keys = Object.keys(item);
+    if (keys.length !== 1 || keys[0] !== 'id') {
+      throw new InvalidPrecacheRequestError(`cache[${i}] must have exactly one field, "id" (it has ${keys.join(', ') || 'none'}).`);
+    }
+    return (item as { id: unknown }).id as string;
+  });
+  const request = {
+    imageIds: validateImageIds(imageIds),
+    pinTtlSeconds: pinTtlSeconds as number | undefined,
+    bytesPerSecond: bytesPerSecond as number | undefined,
+  };
+  validateRequestOptions(request);
+  return request;
+}
+
+/** Reads an error's JSON form, or null when `value` is not one. */
+export function decodeErrorJSON(value: unknown): ImageCacheErrorJSON | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const { name, code, message, imageId } = value as Record<string, unknown>;
+  if (typeof name !== 'string' || typeof message !== 'string' || typeof code !== 'string' || !/^ERR_[A-Z0-9_]+$/.test(code)) return null;
+  if (imageId !== undefined && typeof imageId !== 'string') return null;
+  // A newer agent may send a code this version does not list; it is still a stable code to branch on.
+  return { name, code: code as ImageCacheErrorCode, message, imageId };
+}
+
+/**
+ * Reads a host's JSON report; errors become `RemoteImageCacheError`s keeping the remote code.
+ *
+ * @throws Error describing what is malformed (the client turns it into `HostUnavailableError`)
+ */
+export function decodeHostCacheReport(host: string, value: unknown): HostCacheReport {
+  if (typeof value !== 'object' || value === null) throw new Error('the answer is not a JSON object');
+  const { host: answeredBy, images, durationMs } = value as Record<string, unknown>;
+  if (answeredBy !== host) {
+    // A mixed-up endpoint map would otherwise credit one host with another's cache.
+    throw new Error(`the agent at this address serves host ${JSON.stringify(answeredBy)}, not ${host}`);
+  }
+  if (!Array.isArray(images)) throw new Error('the answer has no "images" list');
+  const decoded = (images as unknown[]).map((item, i): PrecacheImageResult => {
+    const fields = (typeof item === 'object' && item !== null ? item : {}) as Record<string, unknown>;
+    const { imageId, status, error, bytes, pinnedUntil } = fields;
+    if (typeof imageId !== 'string' || typeof status !== 'string' || !STATUSES.has(status)) {
+      throw new Error(`images[${i}] has no valid imageId and status`);
+    }
+    let typed: RemoteImageCacheError | null = null;
+    if (error !== null && error !== undefined) {
+      const json = decodeErrorJSON(error);
+      if (json === null) throw new Error(`images[${i}].error is not an error object`);
+      typed = new RemoteImageCacheError(host, json);
+    }
+    return {
+      imageId,
+      status: status as PrecacheImageStatus,
+      error: typed,
+      bytes: typeof bytes === 'number' ? bytes : 0,
+      durationMs: typeof fields.durationMs === 'number' ? fields.durationMs : 0,
+      pinnedUntil: typeof pinnedUntil === 'number' ? pinnedUntil : null,
+    };
+  });
+  return { host, images: decoded, durationMs: typeof durationMs === 'number' ? durationMs : 0 };
+}
