@@ -38,7 +38,7 @@ const EXAMPLES: readonly Example[] = [
     file: 'examples/demo.ts',
     env: { DEMO_IMAGE_MIB: '64' },
     expect: [
-      /first spawn .*\n\s+cached in/,
+      /\n   cached in \d+ ms/,
       /median [\d.]+ ms per spawn/,
       /summary: \{"cached":3,"existing":0,"error":0,"unsupported":0,"skipped":0\}/,
       /removed \w+… \(unused\); kept \w+… \(pinned\)/,
