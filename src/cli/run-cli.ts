@@ -6,7 +6,9 @@
  */
 import { parseArgs } from 'node:util';
 import { isImageCacheError } from '../errors.js';
+import { agentCommand } from './commands/agent.js';
 import { fetchCommand } from './commands/fetch.js';
+import { precacheCommand } from './commands/precache.js';
 import { pruneCommand } from './commands/prune.js';
 import { statusCommand } from './commands/status.js';
 import { ExitCode } from './context.js';
@@ -14,7 +16,7 @@ import type { CliCommand, CliIo, ExitCodeValue } from './context.js';
 import { COMMON_OPTIONS } from './open-cache.js';
 
 /** Every sub-command, in help order. */
-export const COMMANDS: readonly CliCommand[] = [statusCommand, pruneCommand, fetchCommand];
+export const COMMANDS: readonly CliCommand[] = [statusCommand, pruneCommand, fetchCommand, precacheCommand, agentCommand];
 
 /** Error codes that mean the user asked for something malformed (exit 2), not a failed operation. */
 const USAGE_ERROR_CODES = new Set(['ERR_INVALID_CONFIG', 'ERR_INVALID_IMAGE_ID', 'ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
@@ -38,6 +40,7 @@ export function helpText(): string {
     '  --config FILE         JSON: {instancesPath, host, glanceUrl, token, cache: {<cache options>}}',
     '  --json                machine-readable output on stdout',
     '  --instances FILE      (status, prune) JSON array of instance records {uuid, name, host, imageRef, ...}',
+    '  --agent-token TOKEN   (precache, agent) host agents\u2019 bearer token (env VIRT_IMAGECACHE_AGENT_TOKEN)',
     '  -h, --help            this help; `virt-imagecache <command> --help` for a command',
     '',
     'Exit codes: 0 done; 1 failed; 2 bad usage or configuration; 3 partly done; 130 interrupted.',

@@ -151,4 +151,45 @@ describe('virt-imagecache CLI', () => {
     await writeFile(bad, '[{"uuid": 1}]');
     assert.equal((await cli(['prune', '--instances-path', dir, '--instances', bad])).code, 2);
   });
+
+  it('agent serves a host\'s cache until SIGINT; precache fans out to the agents, skips a down host and exits 3 (partly done)', async () => {
+    const agents = ['agent-a', 'agent-b'].map((host) => {
+      const child = spawn(process.execPath, [BIN, 'agent', '--instances-path', path.join(dir, host), '--host', host, '--glance', glance.url, '--agent-token', 's3cret'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const url = new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const match = /listening on (http:\/\/\S+)/.exec(out);
+          if (match?.[1] !== undefined) resolve(match[1]);
+        });
+        child.once('exit', (code) => {
+          reject(new Error(`agent exited ${String(code)}`));
+        });
+      });
+      return { host, child, url };
+    });
+    try {
+      const endpoints = await Promise.all(agents.map(async (agent) => `${agent.host}=${await agent.url}`));
+      const args = ['precache', '--glance', glance.url, '--images', IMAGE, ...endpoints.flatMap((e) => ['--agent', e]), '--concurrency', '2'];
+      const before = glance.bytesServed(IMAGE);
+      const run = await cli([...args, '--down', 'agent-c', '--agent-token', 's3cret', '--json']);
+      assert.equal(run.code, 3, run.stderr);
+      const summary = JSON.parse(run.stdout) as { counts: Record<string, number> };
+      assert.deepEqual(summary.counts, { cached: 2, existing: 0, error: 0, unsupported: 0, skipped: 1 });
+      assert.equal(glance.bytesServed(IMAGE) - before, 2 * data.length);
+      const again = await cli([...args, '--agent-token', 's3cret']);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, /2 hosts, 1 images .*2 existing/);
+      assert.match(again.stderr, /\[2\/2\] agent-\w: done/);
+      const denied = await cli([...args, '--agent-token', 'wrong', '--json']);
+      assert.equal(denied.code, 3);
+      assert.match(denied.stdout, /ERR_HOST_UNAUTHORIZED/);
+    } finally {
+      const exits = agents.map((agent) => new Promise<number | null>((resolve) => agent.child.once('exit', resolve)));
+      for (const agent of agents) agent.child.kill('SIGINT');
+      assert.deepEqual(await Promise.all(exits), [0, 0]);
+    }
+  });
 });
