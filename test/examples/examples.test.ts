@@ -32,13 +32,38 @@ const EXAMPLES: readonly Example[] = [
     file: 'examples/libvirt-spawn.ts',
     expect: [/spawned .* \[cached\]/, /spawned .* \[existing\]/, /kept \w+ \(in-use\)/, /removed \w+ \(unused\)/],
   },
+  {
+    file: 'examples/precache-http.ts',
+    expect: [
+      /compute-1: host agent \(pid \d+\) listening on http:\/\/127\.0\.0\.1:\d+/,
+      /progress \d\/4: compute-4 \(cell2\) skipped: down, not asked/,
+      /summary: \{"cached":6,"existing":0,"error":0,"unsupported":0,"skipped":1\}/,
+      /summary: \{"cached":0,"existing":6,"error":0,"unsupported":0,"skipped":1\}; new bytes from Glance: 0\n/,
+      /summary: \{"cached":0,"existing":0,"error":6,"unsupported":0,"skipped":1\}, 3 failed hosts/,
+      /compute-3: failed ERR_HOST_UNAUTHORIZED: .*host compute-3 refused the request \(HTTP 401\)/,
+      /agents stopped \(0 still running\), Glance closed, nothing left behind/,
+    ],
+  },
+  {
+    file: 'examples/custom-backend.ts',
+    expect: [
+      /cacheImage \(first\): cached [\w-]+\.img, 8\.0 MiB downloaded, sha\d+ digest verified/,
+      /cacheImage \(second\): existing [\w-]+\.img, already there, touched/,
+      /spawn vm-1: .*disk\.img from the cache \[existing\]/,
+      /pass with vm-1 running: kept [\w-]+\.img \(in-use\)/,
+      /list: [\w-]+\.img image [\w-]+ 8\.0 MiB, in use: true \(image [\w-]+ of vm-1\)/,
+      /pass a day after vm-1 was deleted: removed [\w-]+\.img \(unused, 8\.0 MiB\)/,
+      /left in images\/: \[\.locks\]/,
+      /stats: 2 hits, 1 misses, 1 downloads \(8\.0 MiB\)/,
+    ],
+  },
   { file: 'examples/testing-a-driver.ts', flags: ['--test'], expect: [/# pass 3/, /# fail 0/] },
   {
     // `npm run demo` (a smaller base image keeps the suite quick; the flow is the same).
     file: 'examples/demo.ts',
     env: { DEMO_IMAGE_MIB: '64' },
     expect: [
-      /\n   cached in \d+ ms/,
+      /\n {3}cached in \d+ ms/,
       /median [\d.]+ ms per spawn/,
       /summary: \{"cached":3,"existing":0,"error":0,"unsupported":0,"skipped":0\}/,
       /removed \w+… \(unused\); kept \w+… \(pinned\)/,
