@@ -76,11 +76,15 @@ async function readConfigFile(file: string): Promise<ConfigFile> {
  *
  * @throws `InvalidConfigError` naming the bad setting
  */
-export async function loadSettings(flags: CommonFlags, env: NodeJS.ProcessEnv = process.env): Promise<CliSettings> {
+export async function loadSettings(
+  flags: CommonFlags,
+  env: NodeJS.ProcessEnv = process.env,
+  { needsInstancesPath = true }: { readonly needsInstancesPath?: boolean } = {},
+): Promise<CliSettings> {
   const file = flags.config === undefined ? {} : await readConfigFile(flags.config);
   const instancesPath =
     flags['instances-path'] ?? optionalString('instancesPath', file.instancesPath) ?? env.VIRT_IMAGECACHE_INSTANCES_PATH;
-  if (instancesPath === undefined || instancesPath === '') {
+  if (needsInstancesPath && (instancesPath === undefined || instancesPath === '')) {
     throw new InvalidConfigError('--instances-path', 'the instances path holding the cache (or VIRT_IMAGECACHE_INSTANCES_PATH)', instancesPath);
   }
   const raw: unknown = file.cache ?? {};
@@ -91,7 +95,7 @@ export async function loadSettings(flags: CommonFlags, env: NodeJS.ProcessEnv = 
   // Validate now, so a typo in the file fails before any work starts.
   resolveImageCacheOptions(cache);
   return {
-    instancesPath: path.resolve(instancesPath),
+    instancesPath: path.resolve(instancesPath ?? '.'),
     host: flags.host ?? optionalString('host', file.host) ?? os.hostname(),
     glanceUrl: flags.glance ?? optionalString('glanceUrl', file.glanceUrl) ?? env.VIRT_IMAGECACHE_GLANCE_URL,
     token: flags.token ?? optionalString('token', file.token) ?? env.OS_AUTH_TOKEN,

@@ -206,6 +206,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     const basePath = this.cachePathFor(imageId);
     await this.#registerIfDue();
     const name = path.basename(basePath);
+    let usedBaseBytes = 0;
     const { value } = await useCachedImage({
       imageId,
       log: this.log,
@@ -217,7 +218,8 @@ export class LibvirtFileImageManager extends ImageManager<string> {
           async (): Promise<InstanceDiskResult | null> => {
             if (!(await isRegularFile(basePath))) return null;
             await touchFile(basePath, this.clock, true, this.log);
-            const built = await this.#buildDisk(options, basePath, diskPath, format, cacheStatus);
+            const { disk: built, baseBytes } = await this.#buildDisk(options, basePath, diskPath, format, cacheStatus);
+            usedBaseBytes = baseBytes;
             // Touched again once the disk exists: a pass that scanned before the first touch and
             // read the instance directories before the disk appeared sees the base was used since
             // it began, and keeps it (the pass re-checks that under this lock).
@@ -227,7 +229,8 @@ export class LibvirtFileImageManager extends ImageManager<string> {
           { signal, imageId },
         ),
       cache: () => this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true }),
-      onHit: () => this.recordCacheHit(name),
+      // The base's size is known from its header read: no second stat on the hit path.
+      onHit: () => this.recordCacheHit(name, usedBaseBytes),
     });
     return value;
   }
@@ -238,9 +241,10 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     diskPath: string,
     format: 'qcow2' | 'raw',
     cacheStatus: 'cached' | 'existing',
-  ): Promise<InstanceDiskResult> {
+  ): Promise<{ disk: InstanceDiskResult; baseBytes: number }> {
     const { imageId, instanceDir, signal } = options;
     const info = await inspectDiskImage(basePath, imageId);
+    const built = (disk: InstanceDiskResult): { disk: InstanceDiskResult; baseBytes: number } => ({ disk, baseBytes: info.fileSize });
     if (info.header?.backingFile != null) {
       throw new InvalidDiskImageError(basePath, 'a base image must not have a backing file of its own', imageId);
     }
@@ -250,17 +254,17 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     }
     const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
     const common = { path: diskPath, format, basePath, cacheStatus, virtualSize };
-    if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
+    if (await isRegularFile(diskPath)) return built({ ...common, created: false, copyMethod: null });
     mkdirSync(instanceDir, { recursive: true });
     if (format === 'qcow2') {
       await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId });
-      return { ...common, created: true, copyMethod: null };
+      return built({ ...common, created: true, copyMethod: null });
     }
     if (info.format !== 'raw') {
       throw new UnsupportedError('A raw instance disk from a qcow2 base', 'use format qcow2, or cache images as raw.', imageId);
     }
     const copy = await copyRawDisk(basePath, diskPath, { sizeBytes: virtualSize, signal, imageId });
-    return { ...common, created: true, copyMethod: copy.method };
+    return built({ ...common, created: true, copyMethod: copy.method });
   }
 
   /** {@inheritDoc ImageManager.storageUsers} */

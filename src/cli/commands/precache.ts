@@ -37,7 +37,8 @@ export const precacheCommand: CliCommand = {
     'agent-token': { type: 'string' },
   },
   async run({ values }, io) {
-    const settings = await loadSettings({ ...values, 'instances-path': (values['instances-path'] as string | undefined) ?? '.' }, io.env);
+    // The hosts' caches are theirs: pre-caching needs no local instances path.
+    const settings = await loadSettings(values, io.env, { needsInstancesPath: false });
     if (settings.glanceUrl === undefined) throw new InvalidConfigError('--glance', 'the image service URL (or VIRT_IMAGECACHE_GLANCE_URL)', undefined);
     const images = typeof values.images === 'string' ? values.images.split(',').filter((id) => id !== '') : [];
     const endpoints: Record<string, string> = {};
