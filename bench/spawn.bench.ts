@@ -11,7 +11,7 @@ import { LibvirtFileImageManager } from '../src/backends/libvirt-file/libvirt-fi
 import { MemoryImageSource } from '../src/testing/memory-image-source.js';
 import { GiB, median, recordResult, timed } from './lib.js';
 
-const RUNS = Number(process.env.BENCH_SPAWN_RUNS ?? 25);
+const RUNS = Number(process.env.BENCH_SPAWN_RUNS ?? 51);
 const WARMUP = 3;
 /** The disk the guest sees: the same for both base sizes, so only the base's size varies. */
 const VIRTUAL_SIZE = 20 * GiB;

@@ -702,7 +702,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
           this.#recordRemoval(removed);
           return { ...none, removed };
         },
-        { timeoutMs: PASS_LOCK_WAIT_MS, imageId: entry.imageId ?? undefined },
+        { timeoutMs: PASS_LOCK_WAIT_MS, imageId: entry.imageId ?? undefined, offThread: true },
       );
     } catch (error) {
       if (error instanceof LockTimeoutError) {

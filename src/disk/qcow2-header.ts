@@ -118,8 +118,11 @@ export interface DiskImageInfo {
   readonly header: Qcow2Header | null;
 }
 
-/** The first read: enough for the header, its usual extensions and the backing file name. */
-const FIRST_READ_BYTES = 4096;
+/**
+ * Bytes read first from an image: enough for the header, its usual extensions and the backing
+ * file name.
+ */
+export const FIRST_READ_BYTES = 4096;
 const V2_HEADER_LENGTH = 72;
 const V3_MIN_HEADER_LENGTH = 104;
 /** QEMU's QCOW_MAX_L1_SIZE (32 MiB of 8-byte entries). */
@@ -208,6 +211,22 @@ export function inspectDiskImage(file: string | FileHandle, imageId?: string): P
 }
 
 /**
+ * {@link inspectDiskImage} over the first `min(FIRST_READ_BYTES, fileSize)` bytes of a file, read
+ * already (by a batch reader). Null when the header points past them: inspect the file instead.
+ *
+ * @throws `InvalidDiskImageError` when the bytes have the qcow2 magic but an invalid header
+ */
+export function inspectDiskImageHead(head: Uint8Array, fileSize: number, name: string, imageId?: string): DiskImageInfo | null {
+  const parsed = parse(head, fileSize, name, imageId);
+  return typeof parsed === 'number' ? null : infoOf(parsed, fileSize);
+}
+
+function infoOf(header: Qcow2Header | null, fileSize: number): DiskImageInfo {
+  if (header === null) return { format: 'raw', fileSize, virtualSize: fileSize, header: null };
+  return { format: 'qcow2', fileSize, virtualSize: header.virtualSize, header };
+}
+
+/**
  * The backing file name recorded in a qcow2 image, as stored (possibly relative). Null for qcow2
  * images without one and for anything that is not qcow2.
  *
@@ -248,8 +267,7 @@ function inspectFd(fd: number, name: string, imageId: string | undefined): DiskI
       throw new InvalidDiskImageError(name, 'the file changed while it was read', imageId);
     }
   }
-  if (parsed === null) return { format: 'raw', fileSize, virtualSize: fileSize, header: null };
-  return { format: 'qcow2', fileSize, virtualSize: parsed.virtualSize, header: parsed };
+  return infoOf(parsed, fileSize);
 }
 
 /** Reads up to `length` bytes from the start of the file, stopping early only at end of file. */

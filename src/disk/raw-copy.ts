@@ -2,7 +2,7 @@
  * Copies a raw disk image (a cached base) to an instance disk, as cheaply as the filesystem
  * allows: a reflink (instant, shares extents) where supported, otherwise a copy that keeps holes
  * when the source is sparse, otherwise the kernel's own full-file copy. The copy is published
- * under `dst` only once complete and fsynced, so `dst` never holds a partial disk.
+ * under `dst` only once complete (and fsynced, by default), so `dst` never holds a partial disk.
  *
  * @module
  */
@@ -31,6 +31,11 @@ export interface CopyRawDiskOptions {
   readonly signal?: AbortSignal | undefined;
   /** The image being copied, for error messages. */
   readonly imageId?: string | undefined;
+  /**
+   * fsync the copy (and its directory) before and after publishing it, so it survives a host
+   * crash right after the copy. Default true; `cp` and `qemu-img convert` do not.
+   */
+  readonly sync?: boolean | undefined;
 }
 
 /** What {@link copyRawDisk} did. */
@@ -49,8 +54,9 @@ const ZEROS = Buffer.alloc(SPARSE_COPY_BLOCK_BYTES);
 
 /**
  * Copies the raw disk `src` to `dst`, extended to `options.sizeBytes`. The bytes go to a staging
- * file beside `dst` that is fsynced and renamed over `dst` only on success (an existing `dst` is
- * replaced atomically); on any failure or abort the staging file is removed.
+ * file beside `dst` that is fsynced (unless `options.sync` is false) and renamed over `dst` only
+ * on success (an existing `dst` is replaced atomically); on any failure or abort the staging file
+ * is removed.
  *
  * @throws `FlavorDiskSmallerThanImageError` when `sizeBytes` is below the source's size
  * @throws `AbortedError` when `signal` aborts
@@ -63,6 +69,7 @@ export async function copyRawDisk(
   options: CopyRawDiskOptions = {},
 ): Promise<CopyRawDiskResult> {
   const { signal, imageId, sizeBytes } = options;
+  const sync = options.sync ?? true;
   const what = 'Copying the disk';
   throwIfAborted(signal, what, imageId);
   if (sizeBytes !== undefined && (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0)) {
@@ -96,13 +103,13 @@ export async function copyRawDisk(
         throw new InvalidDiskImageError(src, `it changed size while it was copied (${source.size} to ${copied} bytes)`, imageId);
       }
       if (targetSize > copied) await handle.truncate(targetSize);
-      await handle.sync();
+      if (sync) await handle.sync();
     } finally {
       await handle.close();
     }
     throwIfAborted(signal, what, imageId);
     await rename(staging, dst);
-    await fsyncDirectory(location);
+    if (sync) await fsyncDirectory(location);
     log('copied %s to %s by %s (%d bytes, disk %d bytes)', src, dst, method, source.size, targetSize);
     return { method };
   } catch (err) {

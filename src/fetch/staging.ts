@@ -22,8 +22,14 @@ export const CACHE_FILE_MODE = 0o644;
  * `*.converted`), which Nova itself never cleans (gap D).
  */
 export function isStagingName(name: string): boolean {
-  return name.endsWith(STAGING_SUFFIX) || name.endsWith('.part') || name.endsWith('.converted');
+  return STAGING_NAME.test(name);
 }
+
+/** Names {@link isStagingName} accepts. */
+export const STAGING_NAME = /(\.staging|\.part|\.converted)$/;
+
+/** Names {@link isOwnStagingName} accepts. */
+export const OWN_STAGING_NAME = /\.\d+-[0-9a-f]{8}\.staging$/;
 
 /**
  * The name a staging file would be published as: `<final>` for our `<final>.<pid>-<random>.staging`
@@ -45,7 +51,7 @@ export function stagingPathFor(finalPath: string): string {
 
 /** True for names {@link stagingPathFor} makes (and only those: not Nova's `.part` files). */
 export function isOwnStagingName(name: string): boolean {
-  return /\.\d+-[0-9a-f]{8}\.staging$/.test(name);
+  return OWN_STAGING_NAME.test(name);
 }
 
 /** Where downloaded bytes go until they are published under the final name. */

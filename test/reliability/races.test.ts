@@ -186,8 +186,9 @@ describe('the spawn / cleanup window, step by step (minimum ages 0)', () => {
     // The spawn takes the image lock and touches the base before the pass begins, and publishes
     // its disk only after the pass has read the instance directories; the pass then waits for the
     // lock to remove the base it judged unused. Nothing in the in-use data shows the disk, so only
-    // the re-check under the lock (used since the pass began?) can save it.
-    const spawner = f.make({ host: 'spawner' });
+    // the re-check under the lock (used since the pass began?) can save it. (syncInstanceDisks
+    // gives the overlay an fsync to pause at; the window is the same without it, only shorter.)
+    const spawner = f.make({ host: 'spawner', syncInstanceDisks: true });
     await spawner.cacheImage('image-1');
     f.clock.advance(60);
     let reachedRemoval!: () => void;

@@ -14,19 +14,29 @@
  *
  * @module
  */
-import { lstatSync, readdirSync } from 'node:fs';
+import fs from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { readBackingFile } from '../../disk/qcow2-header.js';
-import { isOwnStagingName, isStagingName } from '../../fetch/staging.js';
+import { FIRST_READ_BYTES, inspectDiskImageHead, readBackingFile } from '../../disk/qcow2-header.js';
+import { OWN_STAGING_NAME, STAGING_NAME } from '../../fetch/staging.js';
+import { headBytes, readInstanceDirectories, readInstanceDirectoriesOnWorker } from './instance-dir-reader.js';
+import type { InstanceDirListing, ReadProgress, ReaderRules } from './instance-dir-reader.js';
 
 /** Instance directories read between two yields to the event loop. */
 const YIELD_EVERY = 64;
 
-function isMissing(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'ENOENT' || code === 'ENOTDIR';
-}
+/**
+ * From this many instance directories on, a worker thread reads half of them: below it, the
+ * worker's start-up (~20 ms) costs more than it saves.
+ */
+export const WORKER_MIN_DIRECTORIES = 2048;
+
+const RULES: ReaderRules = {
+  disk: /^disk($|\.)/.source,
+  staging: STAGING_NAME.source,
+  ownStaging: OWN_STAGING_NAME.source,
+  headBytes: FIRST_READ_BYTES,
+};
 
 /** A staging file found in an instance directory: a disk whose writer died before publishing it. */
 export interface InstanceStagingFile {
@@ -44,6 +54,12 @@ export interface InstanceDisksScan {
   readonly staging: InstanceStagingFile[];
 }
 
+/** Options of {@link collectBackingFiles}. */
+export interface CollectBackingFilesOptions {
+  /** Directories from which a worker thread reads half of them. Default {@link WORKER_MIN_DIRECTORIES}. */
+  readonly workerMinDirectories?: number | undefined;
+}
+
 /**
  * Maps each base file name that backs a disk in a directory of `instancesPath` to a description
  * of its user, and lists the staging files left there. Every directory is read except those
@@ -58,54 +74,67 @@ export interface InstanceDisksScan {
 export async function collectBackingFiles(
   instancesPath: string,
   skipDirs: ReadonlySet<string>,
+  options: CollectBackingFilesOptions = {},
 ): Promise<InstanceDisksScan> {
+  const names = (await readdir(instancesPath, { withFileTypes: true }))
+    .filter((dirent) => dirent.isDirectory() && !skipDirs.has(dirent.name))
+    .map((dirent) => dirent.name);
+  const workerMin = options.workerMinDirectories ?? WORKER_MIN_DIRECTORIES;
+  // The worker reads the first half while this thread reads the second: the results are merged
+  // in directory order, exactly as one thread would have produced them.
+  const offloaded = names.length >= workerMin ? Math.floor(names.length / 2) : 0;
+  const fromWorker = offloaded > 0 ? readInstanceDirectoriesOnWorker(instancesPath, names.slice(0, offloaded), RULES) : null;
+  const mine = await readHere(instancesPath, names.slice(offloaded));
+  let listings = mine;
+  if (fromWorker !== null) {
+    const worker = await fromWorker;
+    // Whatever the worker did not get to (it failed, or could not start) is read here, so a real
+    // error is raised on this thread.
+    const rest = worker.failedAt === undefined ? [] : await readHere(instancesPath, names.slice(worker.failedAt, offloaded));
+    listings = [...worker.listings, ...rest, ...mine];
+  }
+  return interpret(instancesPath, listings);
+}
+
+/**
+ * Reads `names` on this thread: synchronous calls in small batches (a thread-pool round trip per
+ * call costs more than the call itself on a big host), yielding to the event loop between them.
+ */
+async function readHere(instancesPath: string, names: readonly string[]): Promise<InstanceDirListing[]> {
+  const progress: ReadProgress = { listings: [], next: 0 };
+  for (let start = 0; start < names.length; start += YIELD_EVERY) {
+    if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+    readInstanceDirectories(fs, instancesPath, names.slice(start, start + YIELD_EVERY), RULES, progress);
+    progress.next = 0;
+  }
+  return progress.listings;
+}
+
+async function interpret(instancesPath: string, listings: readonly InstanceDirListing[]): Promise<InstanceDisksScan> {
   const backing = new Map<string, string>();
   const staging: InstanceStagingFile[] = [];
-  const dirents = await readdir(instancesPath, { withFileTypes: true });
-  let sinceYield = 0;
-  for (const dirent of dirents) {
-    if (!dirent.isDirectory() || skipDirs.has(dirent.name)) continue;
-    // Synchronous reads in small batches: a thread-pool round trip per call costs more than the
-    // call itself on a big host, and yielding keeps the event loop responsive meanwhile.
-    if (++sinceYield >= YIELD_EVERY) {
-      sinceYield = 0;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    const dir = path.join(instancesPath, dirent.name);
-    let files;
-    try {
-      files = readdirSync(dir, { withFileTypes: true });
-    } catch (err) {
-      if (isMissing(err)) continue;
-      throw err;
-    }
-    for (const file of files) {
-      if (!file.isFile()) continue;
-      const filePath = path.join(dir, file.name);
-      if (isOwnStagingName(file.name)) {
-        const mtime = mtimeOrNull(filePath);
-        if (mtime !== null) staging.push({ path: filePath, lastModifiedMs: mtime });
-        continue;
-      }
-      if (!(file.name === 'disk' || file.name.startsWith('disk.')) || isStagingName(file.name)) continue;
+  const scratch = new Uint8Array(RULES.headBytes);
+  for (const listing of listings) {
+    const dir = path.join(instancesPath, listing.name);
+    for (const file of listing.staging) staging.push({ path: path.join(dir, file.name), lastModifiedMs: file.mtimeMs });
+    for (const disk of listing.disks) {
+      const filePath = path.join(dir, disk.name);
+      const info = inspectDiskImageHead(headBytes(disk, scratch), disk.size, filePath);
       let backingFile: string | null;
-      try {
-        backingFile = await readBackingFile(filePath);
-      } catch (err) {
-        if (isMissing(err)) continue;
-        throw err;
+      if (info !== null) {
+        backingFile = info.header?.backingFile ?? null;
+      } else {
+        // The header points past the first bytes read (large clusters, long names): read it all.
+        try {
+          backingFile = await readBackingFile(filePath);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+          throw err;
+        }
       }
-      if (backingFile !== null) backing.set(path.basename(backingFile), `backing file of ${dirent.name}/${file.name}`);
+      if (backingFile !== null) backing.set(path.basename(backingFile), `backing file of ${listing.name}/${disk.name}`);
     }
   }
   return { backing, staging };
-}
-
-function mtimeOrNull(file: string): number | null {
-  try {
-    return lstatSync(file).mtimeMs;
-  } catch (err) {
-    if (isMissing(err)) return null;
-    throw err;
-  }
 }

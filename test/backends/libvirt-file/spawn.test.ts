@@ -1,11 +1,12 @@
 // The spawn flow: cacheImage + createInstanceDisk, verified with the real qemu-img.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { LibvirtFileImageManager } from '../../../src/backends/libvirt-file/libvirt-file-manager.js';
 import { cacheFileName } from '../../../src/backends/libvirt-file/naming.js';
+import { replaceFs } from '../../helpers/fs-faults.js';
 import { qemuImgCheck, qemuImgConvertToRaw, qemuImgInfo, requireQemuImg } from '../../helpers/qemu.js';
 import { seededBytes } from '../../helpers/tmp.js';
 import { makeFixture } from './fixture.js';
@@ -106,6 +107,52 @@ describe('libvirt spawn flow', () => {
     assert.equal(disk.created, true);
     assert.equal(f.source.openCalls('image-1'), 2);
     assert.ok(existsSync(disk.basePath));
+  });
+
+  it('syncInstanceDisks: new disks are fsynced only when asked (like qemu-img create and cp, Nova does not sync them)', async () => {
+    const synced: string[] = [];
+    const restoreFsync = replaceFs('fsync', (original) => ((fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => {
+      synced.push('overlay');
+      original(fd, callback);
+    }) as typeof original);
+    const probe = await open(process.execPath, 'r');
+    const handles = Object.getPrototypeOf(probe) as { sync: (this: unknown) => Promise<void> };
+    await probe.close();
+    const originalSync = handles.sync;
+    handles.sync = function (this: unknown) {
+      synced.push('copy');
+      return originalSync.call(this);
+    };
+    try {
+      const durable = f.make({ syncInstanceDisks: true });
+      // Fetching the base and registering the hosts fsync their files: not what is counted here.
+      await f.manager.cacheImage('image-1');
+      await f.manager.registerStorageUse();
+      await durable.registerStorageUse();
+      synced.length = 0;
+      const dir = (name: string): string => path.join(f.instancesPath, name);
+      await f.manager.createInstanceDisk({ imageId: 'image-1', instanceDir: dir('fast-qcow2') });
+      await f.manager.createInstanceDisk({ imageId: 'image-1', instanceDir: dir('fast-raw'), format: 'raw' });
+      assert.deepEqual(synced, [], 'no fsync by default');
+      await durable.createInstanceDisk({ imageId: 'image-1', instanceDir: dir('durable-qcow2') });
+      assert.deepEqual(synced, ['overlay']);
+      await durable.createInstanceDisk({ imageId: 'image-1', instanceDir: dir('durable-raw'), format: 'raw' });
+      // The copy, then its directory after the rename.
+      assert.deepEqual(synced, ['overlay', 'copy', 'copy']);
+    } finally {
+      restoreFsync();
+      handles.sync = originalSync;
+    }
+    assert.throws(() => f.make({ syncInstanceDisks: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_CONFIG' });
+  });
+
+  it('a base that is not a regular file fails the spawn with a typed error, not a download over it', async () => {
+    await mkdir(path.join(f.baseDir, cacheFileName('image-1')), { recursive: true });
+    await assert.rejects(
+      f.manager.createInstanceDisk({ imageId: 'image-1', instanceDir: path.join(f.instancesPath, 'u') }),
+      { code: 'ERR_INVALID_DISK_IMAGE' },
+    );
+    assert.equal(f.source.openCalls('image-1'), 0);
   });
 
   it('rejects bad disk names and image ids before touching anything', async () => {
