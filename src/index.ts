@@ -19,6 +19,8 @@ export * from './fetch/single-flight.js';
 export * from './fetch/file-target.js';
 export { CACHE_FILE_MODE, STAGING_SUFFIX, isStagingName, stagingFinalName, stagingPathFor, FileStagingSink } from './fetch/staging.js';
 export type { StagingSink } from './fetch/staging.js';
+export { DIRECT_IO_ALIGNMENT } from './fetch/staging.js';
+export type { FileStagingSinkOptions } from './fetch/staging.js';
 export { openImageReader, readerFromReadable } from './source/image-reader.js';
 export type { ImageReader, ReadableReaderOptions } from './source/image-reader.js';
 export { downloadToSink, BLOCK_SIZE } from './fetch/download.js';
