@@ -21,6 +21,34 @@ export interface BlockHasher {
   close(): Promise<void>;
 }
 
+/** Size of a WebAssembly memory page. */
+const WASM_PAGE_BYTES = 64 * 1024;
+
+/** The part of the WebAssembly global used here (the project's libs do not declare it). */
+interface WasmMemoryConstructor {
+  new (descriptor: { initial: number; maximum: number; shared: boolean }): { readonly buffer: SharedArrayBuffer };
+}
+
+/**
+ * Shared memory starting on a page boundary, so that blocks can be written with `O_DIRECT` (which
+ * wants aligned buffers). A plain `SharedArrayBuffer` this large comes from malloc, 16 bytes past
+ * a page; a shared WebAssembly memory is page-aligned by construction. It reserves address space
+ * (not RAM) beyond its size; where even that is refused (a tight `ulimit -v`), a plain
+ * `SharedArrayBuffer` serves and the writes fall back to the page cache.
+ */
+function pageAlignedSharedMemory(bytes: number): SharedArrayBuffer {
+  if (bytes % WASM_PAGE_BYTES === 0) {
+    try {
+      const pages = bytes / WASM_PAGE_BYTES;
+      const { Memory } = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly;
+      return new Memory({ initial: pages, maximum: pages, shared: true }).buffer;
+    } catch {
+      // No room for a WebAssembly memory: unaligned memory still works, only slower to write.
+    }
+  }
+  return new SharedArrayBuffer(bytes);
+}
+
 /** A ring of equally sized blocks in memory shareable with a worker thread. */
 export class BlockRing {
   /** The blocks. */
@@ -36,7 +64,7 @@ export class BlockRing {
    */
   constructor(count: number, blockSize: number) {
     this.blockSize = blockSize;
-    this.memory = new SharedArrayBuffer(count * blockSize);
+    this.memory = pageAlignedSharedMemory(count * blockSize);
     this.blocks = Array.from({ length: count }, (_, i) => Buffer.from(this.memory, i * blockSize, blockSize));
   }
 }

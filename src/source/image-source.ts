@@ -5,6 +5,7 @@
  * @module
  */
 import type { Readable } from 'node:stream';
+import type { ImageReader } from './image-reader.js';
 
 /** What the image service says about an image (Glance v2 `GET /v2/images/{id}`). */
 export interface ImageInfo {
@@ -58,4 +59,11 @@ export interface ImageSource {
    * unrecoverable failure is emitted as the stream's error.
    */
   open(imageId: string, options?: OpenImageOptions): Promise<Readable>;
+  /**
+   * Optional: opens the same bytes as {@link open} as a pull-style {@link ImageReader}, which
+   * reads straight into the caller's memory. The download pipeline prefers it; sources without it
+   * are read through `readerFromReadable` over {@link open}. Same errors and recovery as
+   * {@link open}: resolves once the first response is usable.
+   */
+  openReader?(imageId: string, options?: OpenImageOptions): Promise<ImageReader>;
 }

@@ -28,20 +28,32 @@ export interface Tmpfs {
  * return).
  */
 export async function mountTmpfs(t: TestContext, sizeBytes: number): Promise<Tmpfs | undefined> {
+  return mountMemoryFilesystem(t, 'tmpfs', `size=${sizeBytes},mode=0755`, 'a real full disk');
+}
+
+/**
+ * Mounts a ramfs: a real filesystem that refuses `O_DIRECT` (tmpfs accepts it since Linux 6.6).
+ * Same root and CI rules as {@link mountTmpfs}.
+ */
+export async function mountRamfs(t: TestContext): Promise<Tmpfs | undefined> {
+  return mountMemoryFilesystem(t, 'ramfs', 'mode=0755', 'a filesystem without O_DIRECT');
+}
+
+async function mountMemoryFilesystem(t: TestContext, type: string, options: string, purpose: string): Promise<Tmpfs | undefined> {
   const ci = process.env.CI === 'true';
   const root = process.getuid?.() === 0;
   if (!root && !ci) {
-    t.skip('mounting a tmpfs needs root: run as root (CI does) to exercise a real full disk');
+    t.skip(`mounting a ${type} needs root: run as root (CI does) to exercise ${purpose}`);
     return undefined;
   }
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'vic-tmpfs-'));
+  const dir = await mkdtemp(path.join(os.tmpdir(), `vic-${type}-`));
   try {
-    await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeBytes},mode=0755`, 'tmpfs', dir]);
+    await run('mount', ['-t', type, '-o', options, type, dir]);
   } catch (err) {
     await rmdir(dir);
-    const message = `cannot mount a tmpfs (${(err as Error).message.trim()})`;
-    if (ci) throw new Error(`${message}: CI must run the real disk-full tests as root`, { cause: err });
-    t.skip(`${message}; run as root with mount rights to exercise a real full disk`);
+    const message = `cannot mount a ${type} (${(err as Error).message.trim()})`;
+    if (ci) throw new Error(`${message}: CI must run these tests as root`, { cause: err });
+    t.skip(`${message}; run as root with mount rights to exercise ${purpose}`);
     return undefined;
   }
   return {

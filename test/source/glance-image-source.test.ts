@@ -219,9 +219,12 @@ describe('GlanceImageSource', () => {
     });
   });
 
-  describe('open', () => {
+  // Both transports run under the same download state machine: every behaviour is pinned for each.
+  for (const transport of ['auto', 'node-http'] as const) describe(`open (transport ${transport})`, () => {
+    const openSource = (options: Partial<GlanceImageSourceOptions> = {}): GlanceImageSource => source({ transport, ...options });
+
     it('streams the whole image', async () => {
-      const stream = await source().open(IMAGE);
+      const stream = await openSource().open(IMAGE);
       assert.equal(stream.readableObjectMode, false);
       assert.deepEqual(await readAll(stream), DATA);
       assert.equal(glance.requests(IMAGE).file, 1);
@@ -232,7 +235,7 @@ describe('GlanceImageSource', () => {
       const { dir, cleanup } = await makeTempDir();
       try {
         const file = path.join(dir, IMAGE);
-        await pipeline(await source().open(IMAGE), createWriteStream(file));
+        await pipeline(await openSource().open(IMAGE), createWriteStream(file));
         assert.deepEqual(await readFile(file), DATA);
       } finally {
         await cleanup();
@@ -240,7 +243,7 @@ describe('GlanceImageSource', () => {
     });
 
     it('starts at offset with a Range request', async () => {
-      const stream = await source().open(IMAGE, { offset: 1000 });
+      const stream = await openSource().open(IMAGE, { offset: 1000 });
       assert.deepEqual(await readAll(stream), DATA.subarray(1000));
       assert.deepEqual(
         glance.log.map((r) => [r.kind, r.range, r.status]),
@@ -250,38 +253,38 @@ describe('GlanceImageSource', () => {
 
     it('starts at offset even when the server ignores Range', async () => {
       glance.setFaults(IMAGE, { honourRange: false });
-      assert.deepEqual(await readAll(await source().open(IMAGE, { offset: 123_457 })), DATA.subarray(123_457));
+      assert.deepEqual(await readAll(await openSource().open(IMAGE, { offset: 123_457 })), DATA.subarray(123_457));
     });
 
     it('an offset equal to the size is an empty stream; past the size a non-retried error', async () => {
-      assert.equal((await readAll(await source().open(IMAGE, { offset: DATA.length }))).length, 0);
+      assert.equal((await readAll(await openSource().open(IMAGE, { offset: DATA.length }))).length, 0);
       glance.resetStats();
       await assert.rejects(
-        source().open(IMAGE, { offset: DATA.length + 1 }),
+        openSource().open(IMAGE, { offset: DATA.length + 1 }),
         (err) => err instanceof ImageServiceUnavailableError && err.attempts === 1,
       );
       assert.equal(glance.requests(IMAGE).file, 1);
-      await assert.rejects(source().open(IMAGE, { offset: -1 }), (err) => code(err) === 'ERR_INVALID_CONFIG');
+      await assert.rejects(openSource().open(IMAGE, { offset: -1 }), (err) => code(err) === 'ERR_INVALID_CONFIG');
     });
 
     it('maps 404, 403 and no data (204) to typed errors', async () => {
-      await assert.rejects(source().open('missing'), (err) => code(err) === 'ERR_IMAGE_NOT_FOUND');
+      await assert.rejects(openSource().open('missing'), (err) => code(err) === 'ERR_IMAGE_NOT_FOUND');
       glance.addImage({ id: 'private', content: DATA, forbidden: true });
-      await assert.rejects(source().open('private'), (err) => err instanceof NotAuthorizedError && err.statusCode === 403);
+      await assert.rejects(openSource().open('private'), (err) => err instanceof NotAuthorizedError && err.statusCode === 403);
       glance.setStatus(IMAGE, 'saving');
-      await assert.rejects(source().open(IMAGE), (err) => code(err) === 'ERR_IMAGE_NOT_ACTIVE');
+      await assert.rejects(openSource().open(IMAGE), (err) => code(err) === 'ERR_IMAGE_NOT_ACTIVE');
     });
 
     it('503 on the first calls is retried before the stream is returned', async () => {
       glance.setFaults(IMAGE, { failFirst: 2 });
-      assert.deepEqual(await readAll(await source().open(IMAGE)), DATA);
+      assert.deepEqual(await readAll(await openSource().open(IMAGE)), DATA);
       assert.equal(glance.requests(IMAGE).file, 3);
     });
 
     it('5xx forever rejects open with ERR_IMAGE_SERVICE_UNAVAILABLE after retries + 1 attempts', async () => {
       glance.setFaults(IMAGE, { failFirst: 1000 });
       await assert.rejects(
-        source({ retries: 2 }).open(IMAGE),
+        openSource({ retries: 2 }).open(IMAGE),
         (err) => err instanceof ImageServiceUnavailableError && err.attempts === 3,
       );
       assert.equal(glance.requests(IMAGE).file, 3);
@@ -289,7 +292,7 @@ describe('GlanceImageSource', () => {
 
     it('a reset mid-body is resumed with Range: one continuous, identical stream', async () => {
       glance.setFaults(IMAGE, { resetAfterBytes: MiB, resets: 1 });
-      assert.deepEqual(await readAll(await source().open(IMAGE)), DATA);
+      assert.deepEqual(await readAll(await openSource().open(IMAGE)), DATA);
       const files = glance.log.filter((r) => r.kind === 'file');
       assert.equal(files.length, 2);
       assert.equal(files[0]?.range, undefined);
@@ -300,7 +303,7 @@ describe('GlanceImageSource', () => {
 
     it('a reset after an offset resumes from offset + delivered', async () => {
       glance.setFaults(IMAGE, { resetAfterBytes: 300_000, resets: 1 });
-      assert.deepEqual(await readAll(await source().open(IMAGE, { offset: 5000 })), DATA.subarray(5000));
+      assert.deepEqual(await readAll(await openSource().open(IMAGE, { offset: 5000 })), DATA.subarray(5000));
       const ranges = glance.log.filter((r) => r.kind === 'file').map((r) => r.range);
       assert.equal(ranges.length, 2);
       const resumedAt = Number(/^bytes=(\d+)-$/.exec(ranges[1] ?? '')?.[1]);
@@ -309,7 +312,7 @@ describe('GlanceImageSource', () => {
 
     it('when the server ignores Range, a reset restarts and skips what was delivered', async () => {
       glance.setFaults(IMAGE, { resetAfterBytes: MiB, resets: 1, honourRange: false });
-      assert.deepEqual(await readAll(await source().open(IMAGE)), DATA);
+      assert.deepEqual(await readAll(await openSource().open(IMAGE)), DATA);
       const files = glance.log.filter((r) => r.kind === 'file');
       assert.equal(files.length, 2);
       assert.equal(files[1]?.status, 200);
@@ -317,21 +320,21 @@ describe('GlanceImageSource', () => {
 
     it('more resets than retries still complete when each attempt makes progress', async () => {
       glance.setFaults(IMAGE, { resetAfterBytes: 256 * 1024, resets: 6 });
-      assert.deepEqual(await readAll(await source({ retries: 1 }).open(IMAGE)), DATA);
+      assert.deepEqual(await readAll(await openSource({ retries: 1 }).open(IMAGE)), DATA);
       assert.equal(glance.requests(IMAGE).file, 7);
     });
 
     it('resets without progress give up with ERR_IMAGE_SERVICE_UNAVAILABLE on the stream', async () => {
       glance.setFaults(IMAGE, { resetAfterBytes: 0, resets: 1000 });
       await assert.rejects(
-        async () => readAll(await source({ retries: 2 }).open(IMAGE)),
+        async () => readAll(await openSource({ retries: 2 }).open(IMAGE)),
         (err) => err instanceof ImageServiceUnavailableError && err.attempts === 3,
       );
     });
 
     it('a stalled body hits the idle timeout and the download completes on retry', async () => {
       glance.setFaults(IMAGE, { stallAfterBytes: 512 * 1024, stalls: 1 });
-      assert.deepEqual(await readAll(await source({ idleTimeoutMs: 200 }).open(IMAGE)), DATA);
+      assert.deepEqual(await readAll(await openSource({ idleTimeoutMs: 200 }).open(IMAGE)), DATA);
       const files = glance.log.filter((r) => r.kind === 'file');
       assert.equal(files.length, 2);
       assert.match(files[1]?.range ?? '', /^bytes=\d+-$/);
@@ -339,7 +342,7 @@ describe('GlanceImageSource', () => {
 
     it('a body that stalls every time fails the stream with the idle timeout as cause', async () => {
       glance.setFaults(IMAGE, { stallAfterBytes: 0, stalls: 1000 });
-      const stream = await source({ idleTimeoutMs: 100, retries: 1 }).open(IMAGE);
+      const stream = await openSource({ idleTimeoutMs: 100, retries: 1 }).open(IMAGE);
       await assert.rejects(
         readAll(stream),
         (err) => code(err) === 'ERR_IMAGE_SERVICE_UNAVAILABLE' && causeCode(err) === 'ERR_IDLE_TIMEOUT',
@@ -349,7 +352,7 @@ describe('GlanceImageSource', () => {
     it('an abort mid-body errors the stream with ERR_ABORTED and closes the request', async () => {
       glance.setFaults(IMAGE, { throttleBytesPerSecond: 256 * 1024 });
       const controller = new AbortController();
-      const stream = await source().open(IMAGE, { signal: controller.signal });
+      const stream = await openSource().open(IMAGE, { signal: controller.signal });
       const chunks: Buffer[] = [];
       await assert.rejects(
         (async () => {
@@ -362,13 +365,13 @@ describe('GlanceImageSource', () => {
       );
       assert.ok(chunks.length >= 1);
       assert.ok(stream.destroyed);
-      await assert.rejects(source().open(IMAGE, { signal: AbortSignal.abort() }), (err) => code(err) === 'ERR_ABORTED');
+      await assert.rejects(openSource().open(IMAGE, { signal: AbortSignal.abort() }), (err) => code(err) === 'ERR_ABORTED');
     });
 
     it('respects backpressure: an unread stream does not pull the whole image', async () => {
       const big = { size: 64 * MiB, seed: 9 };
       glance.addImage({ id: 'big', content: big, checksum: 'x', hashValue: 'y' });
-      const stream = await source().open('big');
+      const stream = await openSource().open('big');
       try {
         while (stream.readableLength < stream.readableHighWaterMark) await delay(5);
         await delay(100);
@@ -382,7 +385,7 @@ describe('GlanceImageSource', () => {
     it('streams generated content whose digest matches the published one', async () => {
       const spec = { size: 24 * MiB + 5, seed: 42 };
       glance.addImage({ id: 'generated', content: spec });
-      const src = source();
+      const src = openSource();
       const info = await src.describe('generated');
       const hash = createHash('sha512');
       let length = 0;
@@ -400,7 +403,7 @@ describe('GlanceImageSource', () => {
     it('resumes generated content byte-exactly across several resets', async () => {
       const spec = { size: 5 * MiB + 999, seed: 5 };
       glance.addImage({ id: 'gen-reset', content: spec, faults: { resetAfterBytes: 700_001, resets: 3 } });
-      assert.ok((await readAll(await source().open('gen-reset'))).equals(generatedImageBytes(spec)));
+      assert.ok((await readAll(await openSource().open('gen-reset'))).equals(generatedImageBytes(spec)));
       assert.equal(glance.requests('gen-reset').file, 4);
     });
   });
@@ -416,6 +419,8 @@ describe('GlanceImageSource', () => {
         ['idleTimeoutMs', { endpoint: 'http://glance', idleTimeoutMs: 1.5 }],
         ['backoffMaxMs', { endpoint: 'http://glance', backoffBaseMs: 100, backoffMaxMs: 50 }],
         ['token', { endpoint: 'http://glance', token: 42 }],
+        ['token', { endpoint: 'http://glance', token: 'abc\r\nX-Injected: 1' }],
+        ['transport', { endpoint: 'http://glance', transport: 'http2' }],
         ['ca', { endpoint: 'http://glance', ca: 'PEM' }],
         ['agent', { endpoint: 'http://glance', agent: {} }],
         ['retrys', { endpoint: 'http://glance', retrys: 3 }],
@@ -427,6 +432,13 @@ describe('GlanceImageSource', () => {
           option,
         );
       }
+    });
+
+    it('a token callback returning a value that would break its header line is ERR_INVALID_CONFIG, not retried', async () => {
+      const src = source({ token: () => 'good\nX-Injected: 1' });
+      await assert.rejects(src.describe(IMAGE), (err) => code(err) === 'ERR_INVALID_CONFIG' && !(err as Error).message.includes('Injected'));
+      await assert.rejects(src.open(IMAGE), (err) => code(err) === 'ERR_INVALID_CONFIG');
+      assert.equal(glance.totalRequests, 0);
     });
 
     it('accepts a path prefix and a trailing slash', () => {
