@@ -2,7 +2,7 @@
 // clone and rename never replace a disk, tags and times kept, typed failures. FileVolumeGroup also
 // persists everything across instances and never lists a half-built disk.
 import assert from 'node:assert/strict';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { FileVolumeGroup, VolumeGroupError } from '../../../src/index.js';
@@ -128,5 +128,38 @@ describe('FileVolumeGroup on disk', () => {
       await assert.rejects(group.createDisk({ name: bad, sizeBytes: 1, tags: {} }), VolumeGroupError, bad);
     }
     assert.throws(() => new FileVolumeGroup({ directory: 'relative' }), { code: 'ERR_INVALID_CONFIG' });
+  });
+
+  it('syncClones: a clone (an instance disk) is fsynced only when asked, an upload (an image disk) always', async () => {
+    const probe = await open(process.execPath, 'r');
+    const handles = Object.getPrototypeOf(probe) as { sync: (this: unknown) => Promise<void> };
+    await probe.close();
+    const originalSync = handles.sync;
+    let syncs = 0;
+    handles.sync = function (this: unknown) {
+      syncs++;
+      return originalSync.call(this);
+    };
+    const clonesSynced = async (syncClones: boolean | undefined): Promise<{ upload: number; clone: number }> => {
+      const group = new FileVolumeGroup({ directory: path.join(dir, `vg-${String(syncClones)}`), syncClones });
+      await group.createDisk({ name: 'i_image', sizeBytes: 4096, tags: {} });
+      syncs = 0;
+      await group.uploadDisk('i_image', chunks(seededBytes(4096, 3)));
+      const upload = syncs;
+      syncs = 0;
+      await group.cloneDisk('i_image', { name: 'b_instance', sizeBytes: 8192, tags: {} });
+      return { upload, clone: syncs };
+    };
+    try {
+      const byDefault = await clonesSynced(undefined);
+      const asked = await clonesSynced(true);
+      assert.ok(byDefault.upload > 0, 'an upload is fsynced');
+      assert.equal(asked.upload, byDefault.upload);
+      // The copy and its directory, on top of the disk's metadata and the publish.
+      assert.equal(asked.clone - byDefault.clone, 2);
+    } finally {
+      handles.sync = originalSync;
+    }
+    assert.throws(() => new FileVolumeGroup({ directory: path.join(dir, 'vg'), syncClones: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_CONFIG' });
   });
 });
