@@ -49,7 +49,7 @@ export interface Qcow2OverlayOptions {
   /**
    * fsync the overlay before publishing it, so it survives a host crash right after creation.
    * Default true. `qemu-img create` does not (the guest's first flush makes the disk durable), and
-   * the fsync is most of an overlay's cost: a journal commit, ~1 ms on ext4.
+   * the fsync is most of an overlay's cost: metadata and a device flush, ~1 ms on ext4.
    */
   readonly sync?: boolean | undefined;
 }

@@ -65,8 +65,8 @@ export interface LibvirtFileImageManagerOptions extends ImageManagerOptions {
    * fsync each new instance disk (overlay or raw copy) before `createInstanceDisk` returns, so it
    * survives a host crash in the seconds after the spawn. Default false, as in Nova: `qemu-img
    * create` and `cp` do not sync either, and the guest's first flush makes the disk durable. The
-   * fsync is a journal commit, ~1 ms on ext4: most of a cached spawn's cost. Cached base images
-   * are always fsynced before they are published, whatever this says.
+   * fsync (metadata and a device flush, ~1 ms on ext4) is most of a cached spawn's cost. Cached
+   * base images are always fsynced before they are published, whatever this says.
    */
   readonly syncInstanceDisks?: boolean | undefined;
 }
