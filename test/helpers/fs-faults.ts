@@ -119,3 +119,22 @@ export function replaceFs<K extends keyof FsApi>(name: K, replacement: (original
     syncBuiltinESMExports();
   };
 }
+
+/**
+ * Calls `onSync` before every `FileHandle.prototype.sync` (node:fs/promises' fsync, which a
+ * FileHandle method makes unreachable through the module object). Returns the function that
+ * restores it.
+ */
+export async function observeFileHandleSyncs(onSync: () => void): Promise<() => void> {
+  const probe = await fsp.open(process.execPath, 'r');
+  const proto = Object.getPrototypeOf(probe) as { sync: FileHandle['sync'] };
+  await probe.close();
+  const original = proto.sync;
+  proto.sync = function (this: FileHandle) {
+    onSync();
+    return original.call(this);
+  };
+  return () => {
+    proto.sync = original;
+  };
+}

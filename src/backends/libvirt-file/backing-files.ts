@@ -102,10 +102,9 @@ export async function collectBackingFiles(
  */
 async function readHere(instancesPath: string, names: readonly string[]): Promise<InstanceDirListing[]> {
   const progress: ReadProgress = { listings: [], next: 0 };
-  for (let start = 0; start < names.length; start += YIELD_EVERY) {
-    if (start > 0) await new Promise((resolve) => setImmediate(resolve));
-    readInstanceDirectories(fs, instancesPath, names.slice(start, start + YIELD_EVERY), RULES, progress);
-    progress.next = 0;
+  while (progress.next < names.length) {
+    if (progress.next > 0) await new Promise((resolve) => setImmediate(resolve));
+    readInstanceDirectories(fs, instancesPath, names, RULES, progress, Math.min(progress.next + YIELD_EVERY, names.length));
   }
   return progress.listings;
 }

@@ -59,9 +59,10 @@ export interface ReadProgress {
 }
 
 /**
- * Reads the directories `names` of `instancesPath` in order, from `progress.next` on, appending
- * a listing per directory to `progress.listings`. A directory or file that vanishes meanwhile is
- * skipped; any other failure throws with `progress.next` at the directory that failed.
+ * Reads the directories `names` of `instancesPath` in order, from `progress.next` up to `until`,
+ * appending a listing per directory to `progress.listings`. A directory or file that vanishes
+ * meanwhile is skipped; any other failure throws with `progress.next` at the directory that
+ * failed.
  *
  * Self-contained on purpose: it is also run on a worker from its source text, so it may use
  * only its parameters and globals (no imports, no module constants).
@@ -72,6 +73,7 @@ export function readInstanceDirectories(
   names: readonly string[],
   rules: ReaderRules,
   progress: ReadProgress,
+  until: number = names.length,
 ): void {
   const disk = new RegExp(rules.disk);
   const staging = new RegExp(rules.staging);
@@ -81,7 +83,7 @@ export function readInstanceDirectories(
     const code = (err as { code?: string } | null)?.code;
     return code === 'ENOENT' || code === 'ENOTDIR';
   };
-  for (; progress.next < names.length; progress.next++) {
+  for (; progress.next < until; progress.next++) {
     const name = names[progress.next] as string;
     const dir = `${instancesPath}/${name}`;
     let files;

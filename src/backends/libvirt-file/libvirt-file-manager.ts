@@ -30,6 +30,7 @@ import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { LockManager } from '../../fetch/lock-manager.js';
 import { assertValidImageId } from '../../image-id.js';
 import { systemClock } from '../../clock.js';
+import { isBoolean } from '../../options.js';
 import { FilePinStore } from '../../pins.js';
 import type { InUseSet } from '../../instances.js';
 import { statfsProbe, usageOfDirectory } from '../../capacity/statfs.js';
@@ -138,9 +139,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     if (typeof instancesPath !== 'string' || !path.isAbsolute(instancesPath)) {
       throw new InvalidConfigError('instancesPath', 'an absolute directory path', instancesPath);
     }
-    if (syncInstanceDisks !== undefined && typeof syncInstanceDisks !== 'boolean') {
-      throw new InvalidConfigError('syncInstanceDisks', 'true or false', syncInstanceDisks);
-    }
+    if (syncInstanceDisks !== undefined) isBoolean('syncInstanceDisks', syncInstanceDisks);
     const lockDir = path.join(instancesPath, 'locks');
     const locks = new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs });
     const pins = rest.pins ?? new FilePinStore(path.join(instancesPath, PIN_FILE), locks, rest.clock ?? systemClock);

@@ -22,6 +22,7 @@ import type { Clock } from '../../clock.js';
 import { copyRawDisk } from '../../disk/raw-copy.js';
 import { InvalidConfigError, VolumeGroupError, isImageCacheError } from '../../errors.js';
 import { fsyncDirectory, mapWriteError } from '../../fetch/staging.js';
+import { isBoolean } from '../../options.js';
 import { processExists } from '../../process-liveness.js';
 import { statfsProbe } from '../../capacity/statfs.js';
 import type { FilesystemUsage } from '../../capacity/statfs.js';
@@ -76,9 +77,7 @@ export class FileVolumeGroup implements VolumeGroup {
     this.description = `file volume group ${options.directory}`;
     this.#maxNameLength = maxNameLength;
     this.#clock = options.clock ?? systemClock;
-    if (options.syncClones !== undefined && typeof options.syncClones !== 'boolean') {
-      throw new InvalidConfigError('syncClones', 'true or false', options.syncClones);
-    }
+    if (options.syncClones !== undefined) isBoolean('syncClones', options.syncClones);
     this.#syncClones = options.syncClones ?? false;
   }
 

@@ -1,12 +1,12 @@
 // The spawn flow: cacheImage + createInstanceDisk, verified with the real qemu-img.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { LibvirtFileImageManager } from '../../../src/backends/libvirt-file/libvirt-file-manager.js';
 import { cacheFileName } from '../../../src/backends/libvirt-file/naming.js';
-import { replaceFs } from '../../helpers/fs-faults.js';
+import { observeFileHandleSyncs, replaceFs } from '../../helpers/fs-faults.js';
 import { qemuImgCheck, qemuImgConvertToRaw, qemuImgInfo, requireQemuImg } from '../../helpers/qemu.js';
 import { seededBytes } from '../../helpers/tmp.js';
 import { makeFixture } from './fixture.js';
@@ -115,14 +115,7 @@ describe('libvirt spawn flow', () => {
       synced.push('overlay');
       original(fd, callback);
     }) as typeof original);
-    const probe = await open(process.execPath, 'r');
-    const handles = Object.getPrototypeOf(probe) as { sync: (this: unknown) => Promise<void> };
-    await probe.close();
-    const originalSync = handles.sync;
-    handles.sync = function (this: unknown) {
-      synced.push('copy');
-      return originalSync.call(this);
-    };
+    const restoreSync = await observeFileHandleSyncs(() => synced.push('copy'));
     try {
       const durable = f.make({ syncInstanceDisks: true });
       // Fetching the base and registering the hosts fsync their files: not what is counted here.
@@ -141,7 +134,7 @@ describe('libvirt spawn flow', () => {
       assert.deepEqual(synced, ['overlay', 'copy', 'copy']);
     } finally {
       restoreFsync();
-      handles.sync = originalSync;
+      restoreSync();
     }
     assert.throws(() => f.make({ syncInstanceDisks: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_CONFIG' });
   });

@@ -2,12 +2,13 @@
 // clone and rename never replace a disk, tags and times kept, typed failures. FileVolumeGroup also
 // persists everything across instances and never lists a half-built disk.
 import assert from 'node:assert/strict';
-import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { FileVolumeGroup, VolumeGroupError } from '../../../src/index.js';
 import type { VolumeGroup } from '../../../src/index.js';
 import { FakeVolumeGroup, ManualClock } from '../../../src/testing/index.js';
+import { observeFileHandleSyncs } from '../../helpers/fs-faults.js';
 import { listDir, makeTempDir, seededBytes } from '../../helpers/tmp.js';
 
 const NOW = 1_700_000_000_000;
@@ -131,15 +132,10 @@ describe('FileVolumeGroup on disk', () => {
   });
 
   it('syncClones: a clone (an instance disk) is fsynced only when asked, an upload (an image disk) always', async () => {
-    const probe = await open(process.execPath, 'r');
-    const handles = Object.getPrototypeOf(probe) as { sync: (this: unknown) => Promise<void> };
-    await probe.close();
-    const originalSync = handles.sync;
     let syncs = 0;
-    handles.sync = function (this: unknown) {
+    const restoreSync = await observeFileHandleSyncs(() => {
       syncs++;
-      return originalSync.call(this);
-    };
+    });
     const clonesSynced = async (syncClones: boolean | undefined): Promise<{ upload: number; clone: number }> => {
       const group = new FileVolumeGroup({ directory: path.join(dir, `vg-${String(syncClones)}`), syncClones });
       await group.createDisk({ name: 'i_image', sizeBytes: 4096, tags: {} });
@@ -158,7 +154,7 @@ describe('FileVolumeGroup on disk', () => {
       // The copy and its directory, on top of the disk's metadata and the publish.
       assert.equal(asked.clone - byDefault.clone, 2);
     } finally {
-      handles.sync = originalSync;
+      restoreSync();
     }
     assert.throws(() => new FileVolumeGroup({ directory: path.join(dir, 'vg'), syncClones: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_CONFIG' });
   });
