@@ -7,9 +7,10 @@
  *
  * @module
  */
-import { closeSync, fsync, ftruncateSync, linkSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { InvalidConfigError } from '../errors.js';
+import { publishFile } from '../fetch/durable.js';
 import { CACHE_FILE_MODE, mapWriteError, stagingPathFor } from '../fetch/staging.js';
 import { createLogger } from '../log.js';
 import {
@@ -21,15 +22,6 @@ import {
 } from './qcow2-header.js';
 
 const log = createLogger('disk');
-/** `fsync` on libuv's thread pool (a disk flush must not block the event loop). */
-function fsyncAsync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    fsync(fd, (err) => {
-      if (err === null) resolve();
-      else reject(err);
-    });
-  });
-}
 
 /** Formats an overlay's backing file may have. */
 export type BackingFormat = 'raw' | 'qcow2';
@@ -47,8 +39,8 @@ export interface Qcow2OverlayOptions {
   /** The image this disk is created from, for error messages. */
   readonly imageId?: string | undefined;
   /**
-   * fsync the overlay before publishing it, so it survives a host crash right after creation.
-   * Default true. `qemu-img create` does not (the guest's first flush makes the disk durable), and
+   * Publish the overlay durably (fsync it, link it, fsync its directory), so it survives a host
+   * crash right after creation. Default true. `qemu-img create` does not (the guest's first flush makes the disk durable), and
    * the fsync is most of an overlay's cost: metadata and a device flush, ~1 ms on ext4.
    */
   readonly sync?: boolean | undefined;
@@ -194,8 +186,8 @@ export function encodeQcow2Overlay(options: Qcow2OverlayOptions): EncodedQcow2Ov
  * (unless it existed before).
  *
  * The open, the three small writes and the truncate are synchronous syscalls that only touch the
- * page cache (a few microseconds each, far less than a thread-pool round trip each); the fsync,
- * which waits for the disk, runs on the thread pool.
+ * page cache (a few microseconds each, far less than a thread-pool round trip each); the fsyncs
+ * (the overlay's and its directory's, with `sync`), which wait for the disk, run on the thread pool.
  *
  * @throws `InvalidConfigError` when an option is out of range
  * @throws `DiskFullError` when the filesystem is full
@@ -219,19 +211,17 @@ export async function writeQcow2Overlay(file: string, options: Qcow2OverlayOptio
       for (const { position, bytes } of encoded.chunks) writeFully(fd, bytes, position);
       // The L1 table is all zeros: extending the file leaves it a hole instead of writing it.
       ftruncateSync(fd, encoded.fileSize);
-      if (options.sync ?? true) await fsyncAsync(fd);
+      await publishFile(staging, file, { sync: options.sync ?? true, exclusive: true, file: fd });
     } finally {
       closeSync(fd);
     }
-    linkSync(staging, file);
   } catch (err) {
-    throw mapWriteError(err, options.imageId, path.dirname(file), encoded.fileSize);
-  } finally {
     try {
       unlinkSync(staging);
     } catch (unlinkErr) {
-      log('could not remove overlay staging file %s: %O', staging, unlinkErr);
+      if ((unlinkErr as NodeJS.ErrnoException).code !== 'ENOENT') log('could not remove overlay staging file %s: %O', staging, unlinkErr);
     }
+    throw mapWriteError(err, options.imageId, path.dirname(file), encoded.fileSize);
   }
   log('created overlay %s on %s (%s, %d bytes)', file, options.backingFile, options.backingFormat, options.virtualSize);
 }

@@ -7,12 +7,13 @@
  * @module
  */
 import { constants } from 'node:fs';
-import { copyFile, open, rename, stat, unlink } from 'node:fs/promises';
+import { copyFile, open, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { throwIfAborted } from '../abort.js';
 import { FlavorDiskSmallerThanImageError, InvalidConfigError, InvalidDiskImageError } from '../errors.js';
-import { fsyncDirectory, mapWriteError, stagingPathFor } from '../fetch/staging.js';
+import { publishFile } from '../fetch/durable.js';
+import { mapWriteError, stagingPathFor } from '../fetch/staging.js';
 import { createLogger } from '../log.js';
 
 const log = createLogger('disk');
@@ -103,13 +104,11 @@ export async function copyRawDisk(
         throw new InvalidDiskImageError(src, `it changed size while it was copied (${source.size} to ${copied} bytes)`, imageId);
       }
       if (targetSize > copied) await handle.truncate(targetSize);
-      if (sync) await handle.sync();
+      throwIfAborted(signal, what, imageId);
+      await publishFile(staging, dst, { sync, file: handle });
     } finally {
       await handle.close();
     }
-    throwIfAborted(signal, what, imageId);
-    await rename(staging, dst);
-    if (sync) await fsyncDirectory(location);
     log('copied %s to %s by %s (%d bytes, disk %d bytes)', src, dst, method, source.size, targetSize);
     return { method };
   } catch (err) {

@@ -5,17 +5,19 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { CACHE_FILE_MODE, fsyncDirectory } from './staging.js';
+import { makeDirectory, publishFile } from './durable.js';
+import { CACHE_FILE_MODE } from './staging.js';
 
 /**
- * Writes `data` to `filePath` through a hidden temp file beside it, fsynced, then renamed over the
- * old file; the directory is fsynced so the rename survives a power loss.
+ * Writes `data` to `filePath` through a hidden temp file beside it, published durably
+ * ({@link publishFile}): fsynced, renamed over the old file, the directory fsynced (and a new
+ * directory's own entry too).
  */
 export async function writeFileAtomically(filePath: string, data: string): Promise<void> {
   const dir = path.dirname(filePath);
-  await mkdir(dir, { recursive: true });
+  await makeDirectory(dir, true);
   // Unique per process and call, so racing writers (a Nova host ignoring our lock) never share a
   // temp file.
   const temp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
@@ -23,14 +25,12 @@ export async function writeFileAtomically(filePath: string, data: string): Promi
     const handle = await open(temp, 'wx', CACHE_FILE_MODE);
     try {
       await handle.writeFile(data, 'utf8');
-      await handle.sync();
+      await publishFile(temp, filePath, { sync: true, file: handle });
     } finally {
       await handle.close();
     }
-    await rename(temp, filePath);
   } catch (err) {
     await unlink(temp).catch(() => undefined);
     throw err;
   }
-  await fsyncDirectory(dir);
 }

@@ -13,11 +13,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { DiskFullError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { makeDirectory, publishFile } from './durable.js';
+
+// Kept importable from here, where it lived before the durable publish had a module of its own.
+export { fsyncDirectory } from './durable.js';
 
 const log = createLogger('fetch');
 
@@ -79,16 +83,6 @@ export function mapWriteError(err: unknown, imageId: string | undefined, locatio
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new DiskFullError(imageId, required, 0, location, err);
   return err;
-}
-
-/** fsyncs a directory so a rename in it survives a power loss. */
-export async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /**
@@ -156,7 +150,8 @@ export class FileStagingSink implements StagingSink {
     const sink = new FileStagingSink(finalPath, imageId);
     const dir = path.dirname(finalPath);
     try {
-      await mkdir(dir, { recursive: true });
+      // A base is always durable: a new cache directory's own entry is made durable too.
+      await makeDirectory(dir, true);
       sink.#handle = await open(sink.stagingPath, 'wx', CACHE_FILE_MODE);
     } catch (err) {
       throw mapWriteError(err, imageId, dir);
@@ -240,17 +235,18 @@ export class FileStagingSink implements StagingSink {
     const handle = this.#requireHandle();
     try {
       await this.#syncing;
-      // fsync is per file, whichever descriptor: it covers the O_DIRECT blocks' metadata too.
-      await handle.sync();
       await this.#closeDirect();
-      await handle.close();
-      this.#handle = undefined;
-      await rename(this.stagingPath, this.finalPath);
+      // fsync is per file, whichever descriptor: it covers the O_DIRECT blocks' metadata too.
+      await publishFile(this.stagingPath, this.finalPath, { sync: true, file: handle });
       this.#done = true;
-      await fsyncDirectory(path.dirname(this.finalPath));
+      this.#handle = undefined;
     } catch (err) {
       throw mapWriteError(err, this.#imageId, path.dirname(this.finalPath));
     }
+    // The image is published and durable: a failing close changes nothing about it.
+    await handle.close().catch((err: unknown) => {
+      log('closing %s after publishing it failed: %O', this.stagingPath, err);
+    });
   }
 
   /** {@inheritDoc StagingSink.discard} */

@@ -18,7 +18,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, lstat, mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { link, lstat, readdir, stat, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -27,7 +27,8 @@ import { tryReflink } from '../disk/raw-copy.js';
 import { ChecksumMismatchError, SizeMismatchError } from '../errors.js';
 import type { DownloadResult } from '../fetch/download.js';
 import type { EnsureOptions, EnsureResult, FetchTarget, LocalFillContext } from '../fetch/image-fetcher.js';
-import { fsyncDirectory, mapWriteError, stagingPathFor } from '../fetch/staging.js';
+import { makeDirectory, publishFile } from '../fetch/durable.js';
+import { mapWriteError, stagingPathFor } from '../fetch/staging.js';
 import { expectedDigestOf } from '../fetch/verifier.js';
 import { assertValidImageId } from '../image-id.js';
 import { createLogger } from '../log.js';
@@ -161,7 +162,7 @@ export class LinkingHandler extends DownloadingHandler {
 
   async #link(imageId: string, storeFile: string, finalPath: string, info: ImageInfo, signal: AbortSignal): Promise<LinkOutcome> {
     const dir = path.dirname(finalPath);
-    await mkdir(dir, { recursive: true });
+    await makeDirectory(dir, true);
     const staging = stagingPathFor(finalPath);
     let method: 'hardlink' | 'reflink' = 'hardlink';
     try {
@@ -187,8 +188,9 @@ export class LinkingHandler extends DownloadingHandler {
         }
       }
       throwIfAborted(signal, 'Linking', imageId);
-      await rename(staging, finalPath);
-      await fsyncDirectory(dir);
+      // A base is always durable. The fsync of a reflink writes its new extent map; of a hard link,
+      // the shared inode's link count.
+      await publishFile(staging, finalPath, { sync: true });
       return { method, result: { bytes: linked.size, algorithm, digest } };
     } catch (err) {
       await unlink(staging).catch(() => undefined);

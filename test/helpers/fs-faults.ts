@@ -138,3 +138,79 @@ export async function observeFileHandleSyncs(onSync: () => void): Promise<() => 
     proto.sync = original;
   };
 }
+
+/** A file-system call {@link recordFsOperations} saw, in the order the calls were made. */
+export interface FsOperation {
+  readonly op: 'fsync' | 'fdatasync' | 'rename' | 'link' | 'unlink' | 'mkdir';
+  /** The file or directory (for a descriptor, the path the kernel reports for it). */
+  readonly path: string;
+  /** The new name, for a rename or a link. */
+  readonly to?: string;
+}
+
+/** The path behind an open descriptor, as the kernel names it (Linux). */
+function descriptorPath(fd: number): string {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${String(fd)}`);
+  } catch {
+    return `fd:${String(fd)}`;
+  }
+}
+
+/**
+ * Records, in order, every fsync and fdatasync (FileHandle methods, callback and sync APIs on raw
+ * descriptors), rename, link, unlink and mkdir (promise, callback-free sync and promise APIs),
+ * whichever module calls them. Descriptors are named through `/proc/self/fd`, so this needs Linux.
+ * Returns the live list and the function that restores everything.
+ */
+export async function recordFsOperations(): Promise<{ operations: FsOperation[]; restore: () => void }> {
+  const operations: FsOperation[] = [];
+  const record = (op: FsOperation['op'], file: fs.PathLike, to?: fs.PathLike): void => {
+    operations.push(to === undefined ? { op, path: String(file) } : { op, path: String(file), to: String(to) });
+  };
+  const probe = await fsp.open(process.execPath, 'r');
+  const proto = Object.getPrototypeOf(probe) as { sync: FileHandle['sync']; datasync: FileHandle['datasync'] };
+  await probe.close();
+  const { sync, datasync } = proto;
+  proto.sync = function (this: FileHandle) {
+    record('fsync', descriptorPath(this.fd));
+    return sync.call(this);
+  };
+  proto.datasync = function (this: FileHandle) {
+    record('fdatasync', descriptorPath(this.fd));
+    return datasync.call(this);
+  };
+  type Fn = (...args: unknown[]) => unknown;
+  const wrap = (op: FsOperation['op'], twoPaths: boolean) => (original: unknown) =>
+    ((...args: unknown[]) => {
+      record(op, args[0] as fs.PathLike, twoPaths ? (args[1] as fs.PathLike) : undefined);
+      return (original as Fn)(...args);
+    }) as never;
+  const onDescriptor = (op: FsOperation['op']) => (original: unknown) =>
+    ((fd: number, ...rest: unknown[]) => {
+      record(op, descriptorPath(fd));
+      return (original as Fn)(fd, ...rest);
+    }) as never;
+  const restorers = [
+    replaceFsPromise('rename', wrap('rename', true)),
+    replaceFsPromise('link', wrap('link', true)),
+    replaceFsPromise('unlink', wrap('unlink', false)),
+    replaceFsPromise('mkdir', wrap('mkdir', false)),
+    replaceFs('renameSync', wrap('rename', true)),
+    replaceFs('linkSync', wrap('link', true)),
+    replaceFs('unlinkSync', wrap('unlink', false)),
+    replaceFs('mkdirSync', wrap('mkdir', false)),
+    replaceFs('fsync', onDescriptor('fsync')),
+    replaceFs('fsyncSync', onDescriptor('fsync')),
+    replaceFs('fdatasync', onDescriptor('fdatasync')),
+    replaceFs('fdatasyncSync', onDescriptor('fdatasync')),
+  ];
+  return {
+    operations,
+    restore: () => {
+      proto.sync = sync;
+      proto.datasync = datasync;
+      for (const restore of restorers.reverse()) restore();
+    },
+  };
+}

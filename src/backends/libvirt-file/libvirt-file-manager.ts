@@ -25,6 +25,7 @@ import {
   UnsupportedError,
 } from '../../errors.js';
 import type { ProgressListener } from '../../fetch/download.js';
+import { syncNewDirectories } from '../../fetch/durable.js';
 import { fileFetchTarget, isRegularFile } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { LockManager } from '../../fetch/lock-manager.js';
@@ -270,7 +271,8 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
     const common = { path: diskPath, format, basePath, cacheStatus, virtualSize };
     if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
-    ensureDirectory(instanceDir);
+    const created = ensureDirectory(instanceDir);
+    if (sync && created !== undefined) await syncNewDirectories(instanceDir, created);
     if (format === 'qcow2') {
       await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId, sync });
       return { ...common, created: true, copyMethod: null };
@@ -425,15 +427,17 @@ async function inspectIfPresent(basePath: string, imageId: string): Promise<Disk
 
 /**
  * Creates `dir` unless it exists: one mkdir in the usual case (the driver made the instance
- * directory already), where a recursive mkdir costs a mkdir and a stat.
+ * directory already), where a recursive mkdir costs a mkdir and a stat. Returns the outermost
+ * directory it created, if any.
  */
-function ensureDirectory(dir: string): void {
+function ensureDirectory(dir: string): string | undefined {
   try {
     mkdirSync(dir);
+    return dir;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return;
+    if (code === 'EEXIST') return undefined;
     if (code !== 'ENOENT') throw err;
-    mkdirSync(dir, { recursive: true });
+    return mkdirSync(dir, { recursive: true });
   }
 }

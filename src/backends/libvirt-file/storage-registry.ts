@@ -23,12 +23,13 @@
  *
  * @module
  */
-import { mkdir, readFile, readdir, unlink } from 'node:fs/promises';
+import { readFile, readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../../clock.js';
 import { DiskFullError, InvalidConfigError } from '../../errors.js';
 import type { LockManager } from '../../fetch/lock-manager.js';
 import { writeFileAtomically } from '../../fetch/atomic-file.js';
+import { makeDirectory } from '../../fetch/durable.js';
 import { mapWriteError } from '../../fetch/staging.js';
 import { createLogger } from '../../log.js';
 
@@ -224,7 +225,7 @@ export class StorageRegistry {
   async #write(raw: ReadonlyMap<string, unknown>): Promise<void> {
     const dir = path.dirname(this.path);
     try {
-      await mkdir(dir, { recursive: true });
+      await makeDirectory(dir, true);
       await this.#removeDeadTemps(dir);
       await writeFileAtomically(this.path, serialize(raw));
     } catch (err) {

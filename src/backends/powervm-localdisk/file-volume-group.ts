@@ -21,7 +21,8 @@ import { systemClock } from '../../clock.js';
 import type { Clock } from '../../clock.js';
 import { copyRawDisk } from '../../disk/raw-copy.js';
 import { InvalidConfigError, VolumeGroupError, isImageCacheError } from '../../errors.js';
-import { fsyncDirectory, mapWriteError } from '../../fetch/staging.js';
+import { publishFile, syncNewDirectories } from '../../fetch/durable.js';
+import { mapWriteError } from '../../fetch/staging.js';
 import { isBoolean } from '../../options.js';
 import { processExists } from '../../process-liveness.js';
 import { statfsProbe } from '../../capacity/statfs.js';
@@ -38,9 +39,11 @@ export interface FileVolumeGroupOptions {
   /** Source of creation times. Default: the system clock. */
   readonly clock?: Clock | undefined;
   /**
-   * fsync each clone (an instance disk) before publishing it. Default false, like the libvirt
-   * backend's `syncInstanceDisks` and Nova: a full copy's fsync writes the whole disk to the device
-   * before the spawn can go on. Uploaded image disks are always fsynced.
+   * Publish each clone (an instance disk) durably: its data, its metadata and its directory are
+   * fsynced before it gets its name, and the volume group's directory after. Default false, like
+   * the libvirt backend's `syncInstanceDisks` and Nova: a full copy's fsync writes the whole disk
+   * to the device before the spawn can go on, and an unsynced clone fsyncs nothing at all. Image
+   * disks (created, uploaded, renamed) are always durable.
    */
   readonly syncClones?: boolean | undefined;
 }
@@ -104,7 +107,7 @@ export class FileVolumeGroup implements VolumeGroup {
   /** {@inheritDoc VolumeGroup.createDisk} */
   async createDisk(spec: NewDiskSpec, options: VolumeGroupCallOptions = {}): Promise<void> {
     this.#checkSpec(spec, 'create');
-    await this.#build(spec, 'create', options, async (data) => {
+    await this.#build(spec, 'create', options, true, async (data) => {
       const handle = await open(data, 'wx', 0o644);
       try {
         await handle.truncate(spec.sizeBytes);
@@ -161,7 +164,7 @@ export class FileVolumeGroup implements VolumeGroup {
     } catch (err) {
       throw this.#mapError(err, 'clone', sourceName);
     }
-    await this.#build(spec, 'clone', options, async (data) => {
+    await this.#build(spec, 'clone', options, this.#syncClones, async (data) => {
       // A reflink where the filesystem has one, else a sparse-aware or kernel copy, then extended.
       await copyRawDisk(source, data, { sizeBytes: spec.sizeBytes, signal: options.signal, sync: this.#syncClones });
     });
@@ -172,7 +175,7 @@ export class FileVolumeGroup implements VolumeGroup {
     this.#checkName(from, 'rename');
     this.#checkName(to, 'rename');
     throwIfAborted(options.signal, `Renaming disk ${from}`);
-    await this.#publish(path.join(this.directory, from), to, 'rename', from);
+    await this.#publish(path.join(this.directory, from), to, 'rename', from, true);
   }
 
   /** {@inheritDoc VolumeGroup.touchDisk} */
@@ -205,37 +208,52 @@ export class FileVolumeGroup implements VolumeGroup {
     return { ...(await statfsProbe(this.directory)), location: this.directory };
   }
 
-  /** Builds a disk in a hidden directory (`fill` writes its data file), then publishes it. */
-  async #build(spec: NewDiskSpec, operation: string, options: VolumeGroupCallOptions, fill: (data: string) => Promise<void>): Promise<void> {
+  /**
+   * Builds a disk in a hidden directory (`fill` writes its data file, fsynced when `sync`), then
+   * publishes it, durably when `sync`.
+   */
+  async #build(
+    spec: NewDiskSpec,
+    operation: string,
+    options: VolumeGroupCallOptions,
+    sync: boolean,
+    fill: (data: string) => Promise<void>,
+  ): Promise<void> {
     throwIfAborted(options.signal, `Creating disk ${spec.name}`);
     const building = path.join(this.directory, this.#hiddenName('creating'));
     try {
-      await mkdir(building, { recursive: true });
+      const first = await mkdir(building, { recursive: true });
+      // The hidden directory's own entry needs no fsync (the publish renames it, then fsyncs the
+      // volume group's directory); a volume group directory created here does.
+      if (sync && first !== undefined && first !== building) await syncNewDirectories(this.directory, first);
       await fill(path.join(building, DATA_FILE));
       const meta: DiskMeta = { createdMs: this.#clock.now(), tags: { ...spec.tags } };
-      await writeFile(path.join(building, META_FILE), JSON.stringify(meta), { mode: 0o644, flush: true });
+      await writeFile(path.join(building, META_FILE), JSON.stringify(meta), { mode: 0o644, flush: sync });
       throwIfAborted(options.signal, `Creating disk ${spec.name}`);
-      await this.#publish(building, spec.name, operation, spec.name);
+      await this.#publish(building, spec.name, operation, spec.name, sync);
     } catch (err) {
       await rm(building, { recursive: true, force: true });
       throw this.#mapError(err, operation, spec.name);
     }
   }
 
-  /** Renames the disk directory `from` to disk `name`; never replaces an existing disk. */
-  async #publish(from: string, name: string, operation: string, disk: string): Promise<void> {
+  /**
+   * Renames the disk directory `from` to disk `name`; never replaces an existing disk. With `sync`
+   * the directory `from` (its entries: the data and metadata files) is fsynced before the rename
+   * and the volume group's directory after.
+   */
+  async #publish(from: string, name: string, operation: string, disk: string, sync: boolean): Promise<void> {
     const target = path.join(this.directory, name);
     // rename() would replace an empty directory; a disk directory is never empty, so this check
     // plus rename's own ENOTEMPTY makes the publish exclusive.
     if (await exists(target)) throw new VolumeGroupError(operation, name, 'name-taken');
     try {
-      await rename(from, target);
+      await publishFile(from, target, { sync });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') throw new VolumeGroupError(operation, name, 'name-taken');
       throw this.#mapError(err, operation, disk);
     }
-    await fsyncDirectory(this.directory);
   }
 
   async #read(name: string): Promise<VolumeGroupDisk | null> {

@@ -151,8 +151,10 @@ describe('FileVolumeGroup on disk', () => {
       const asked = await clonesSynced(true);
       assert.ok(byDefault.upload > 0, 'an upload is fsynced');
       assert.equal(asked.upload, byDefault.upload);
-      // The copy and its directory, on top of the disk's metadata and the publish.
-      assert.equal(asked.clone - byDefault.clone, 2);
+      assert.equal(byDefault.clone, 0, 'an unsynced clone fsyncs nothing, not even its metadata or directory');
+      // The copy, the disk directory after the copy's rename, the metadata, the disk directory
+      // again before its own rename, the volume group's directory after it.
+      assert.equal(asked.clone, 5);
     } finally {
       restoreSync();
     }
