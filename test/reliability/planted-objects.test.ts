@@ -238,6 +238,8 @@ describe('planted objects (issue 13, class 5)', () => {
               assert.ok(report.hosts.includes('h1'));
               assert.ok(lstatSync(at).isFile(), 'the registry was written anew as a regular file');
               assert.ok(JSON.parse(await readFile(at, 'utf8')) !== null);
+              // The registry lock was released: a FIFO used to hold it for good.
+              await guard(w.manager.registerStorageUse(), 'registering after the pass');
             } else {
               // No pins (a planted pin is not believed); the pass itself ends normally.
               assert.ok(!existsSync(base), 'a pin read through a planted object was believed');
