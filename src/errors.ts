@@ -26,6 +26,7 @@ export type ImageCacheErrorCode =
   | 'ERR_IMAGE_IN_USE'
   | 'ERR_VOLUME_GROUP'
   | 'ERR_INVALID_IMAGE_METADATA'
+  | 'ERR_UNUSABLE_PATH'
   // Pre-caching (src/precache/)
   | 'ERR_INVALID_REQUEST'
   | 'ERR_CACHE_FAILED'
@@ -398,6 +399,27 @@ export class InvalidDiskImageError extends ImageCacheError {
       `Disk image ${path}${imageId === undefined ? '' : ` (image ${imageId})`} is invalid: ${reason}. Remove it and let it be rebuilt.`,
       { imageId },
     );
+    this.path = path;
+  }
+}
+
+/**
+ * A path the cache needs cannot be used as it is: a symbolic link that does not resolve (its
+ * target is missing, or the links loop), or something other than a directory where the cache
+ * directory belongs. Raised, for instance, when the cache directory is a dangling link (a spawn
+ * cannot create its base) and by a pass that meets an instance disk or instance directory whose
+ * link does not resolve: the bases such a disk may use cannot be known, so the pass removes nothing.
+ */
+export class UnusablePathError extends ImageCacheError {
+  /** The path concerned. */
+  readonly path: string;
+  /**
+   * @param path - the path
+   * @param reason - what is wrong with it
+   * @param cause - the underlying error
+   */
+  constructor(path: string, reason: string, cause?: unknown) {
+    super('ERR_UNUSABLE_PATH', `${path}: ${reason}; nothing was changed. Restore what should be there (the link's target, a directory) or remove it.`, { cause });
     this.path = path;
   }
 }

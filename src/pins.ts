@@ -8,11 +8,11 @@
  *
  * @module
  */
-import { readFile } from 'node:fs/promises';
 import type { Clock } from './clock.js';
 import type { LockManager } from './fetch/lock-manager.js';
 import { writeFileAtomically } from './fetch/atomic-file.js';
 import { createLogger } from './log.js';
+import { isNotRegularFile, moveAside, readRegularFile } from './regular-file.js';
 
 const log = createLogger('pins');
 
@@ -58,7 +58,9 @@ const PIN_LOCK = 'pins';
  * Pins in a JSON file (`{"<image id>": <expiry ms>}`), replaced atomically under a cross-process
  * lock, so concurrent pre-cache requests in several processes never lose each other's pins.
  * Expired pins are dropped on the next write. An unreadable file counts as no pins (logged): a
- * pin only delays removal, so losing one can never delete something in use.
+ * pin only delays removal, so losing one can never delete something in use. Anything but a
+ * regular file at the name (a link, a FIFO, a directory) is never followed or waited on: it counts
+ * as no pins, and the next write moves it aside.
  */
 export class FilePinStore implements PinStore {
   /** The pin file. */
@@ -97,7 +99,7 @@ export class FilePinStore implements PinStore {
 
   async #modify(change: (pins: Map<string, number>) => void): Promise<void> {
     await this.#locks.withLock(PIN_LOCK, async () => {
-      const pins = await this.#read();
+      const pins = await this.#read(true);
       change(pins);
       const nowMs = this.#clock.now();
       for (const [id, until] of pins) if (until <= nowMs) pins.delete(id);
@@ -105,14 +107,19 @@ export class FilePinStore implements PinStore {
     });
   }
 
-  async #read(): Promise<Map<string, number>> {
-    let text: string;
+  /** The pins in the file; `locked` when the pin lock is held, so a planted object can be moved aside. */
+  async #read(locked = false): Promise<Map<string, number>> {
+    let text: string | null;
     try {
-      text = await readFile(this.path, 'utf8');
+      text = await readRegularFile(this.path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
-      throw err;
+      if (!isNotRegularFile(err)) throw err;
+      // A link, a FIFO or a directory planted at the name: never followed nor waited on, no pins.
+      const aside = locked ? moveAside(this.path) : null;
+      log('%s is a %s, not a regular file; treating it as no pins%s', this.path, err.kind, aside === null ? '' : ` (moved aside to ${aside})`);
+      return new Map();
     }
+    if (text === null) return new Map();
     try {
       const parsed: unknown = JSON.parse(text);
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { lstatSync, utimesSync } from 'node:fs';
+import { lstatSync, lutimesSync } from 'node:fs';
 import { lstat, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../clock.js';
@@ -21,11 +21,13 @@ import type { Logger } from '../log.js';
  * belongs to another user, e.g. on NFS or after libvirt's dynamic ownership (Nova bug 1809123).
  * Nova's `utime(path, None)` is refused with EACCES there; we set explicit times (the injected
  * clock), which the kernel refuses to a non-owner with EPERM, so both count as refused.
+ * A symbolic link at `file` is never followed (`lutimes`): a link planted in the cache must not
+ * let a touch change the mtime of a file elsewhere (and so its owner's aging decisions).
  */
 export function touchFile(file: string, clock: Clock, tolerateEacces: boolean, log?: Logger): Promise<void> {
   const seconds = clock.now() / 1000;
   try {
-    utimesSync(file, seconds, seconds);
+    lutimesSync(file, seconds, seconds);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (tolerateEacces && (code === 'EACCES' || code === 'EPERM')) {

@@ -16,9 +16,10 @@
  *
  * @module
  */
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { InvalidDiskImageError } from '../errors.js';
+import { isNotRegularFile, openRegularFileSync } from '../regular-file.js';
 
 /** The four bytes every qcow (v1) and qcow2 file starts with: `QFI\xfb`. */
 export const QCOW2_MAGIC = 0x51_46_49_fb;
@@ -140,8 +141,16 @@ const KNOWN_INCOMPATIBLE =
 const FORMAT_NAME = /^[A-Za-z0-9_.+-]+$/;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-/** Non-blocking so that a FIFO planted where an image should be cannot hang the open. */
-const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
+
+/** Options of {@link inspectDiskImage}. */
+export interface InspectDiskImageOptions {
+  /**
+   * Read through a symbolic link at the path. Default false: a base is ours and only ever a
+   * regular file, so a link there is refused, never followed. Instance disks (Nova follows their
+   * links) are read with true.
+   */
+  readonly followSymlinks?: boolean | undefined;
+}
 
 /**
  * Parses a qcow2 header from the first bytes of a file.
@@ -193,12 +202,21 @@ export async function readQcow2Header(file: string | FileHandle, imageId?: strin
  *
  * @param file - a path, or an open handle (left open)
  * @param imageId - the image, for error messages
- * @throws `InvalidDiskImageError` when the file has the qcow2 magic but an invalid header
+ * @param options - whether a symbolic link at the path is followed (default: refused)
+ * @throws `InvalidDiskImageError` when the file has the qcow2 magic but an invalid header, or is
+ *   not a regular file
  */
-export function inspectDiskImage(file: string | FileHandle, imageId?: string): Promise<DiskImageInfo> {
+export function inspectDiskImage(file: string | FileHandle, imageId?: string, options: InspectDiskImageOptions = {}): Promise<DiskImageInfo> {
   try {
     if (typeof file !== 'string') return Promise.resolve(inspectFd(file.fd, nameOf(file), imageId));
-    const fd = openSync(file, OPEN_FLAGS);
+    let fd: number;
+    try {
+      ({ fd } = openRegularFileSync(file, options));
+    } catch (err) {
+      // A link, FIFO, socket or directory where an image should be: refused, never followed.
+      if (isNotRegularFile(err)) throw new InvalidDiskImageError(file, `it is a ${err.kind}, not a regular file`, imageId);
+      throw err;
+    }
     try {
       return Promise.resolve(inspectFd(fd, file, imageId));
     } finally {
@@ -228,12 +246,13 @@ function infoOf(header: Qcow2Header | null, fileSize: number): DiskImageInfo {
 
 /**
  * The backing file name recorded in a qcow2 image, as stored (possibly relative). Null for qcow2
- * images without one and for anything that is not qcow2.
+ * images without one and for anything that is not qcow2. A symbolic link at `path` is followed:
+ * this reads instance disks, which may be links to another volume (Nova follows them too).
  *
  * @throws `InvalidDiskImageError` when the file has the qcow2 magic but an invalid header
  */
 export async function readBackingFile(path: string, imageId?: string): Promise<string | null> {
-  return (await inspectDiskImage(path, imageId)).header?.backingFile ?? null;
+  return (await inspectDiskImage(path, imageId, { followSymlinks: true })).header?.backingFile ?? null;
 }
 
 /**

@@ -5,12 +5,12 @@
  * Divergences from Nova, on purpose:
  * - every `disk*` file of an instance directory counts (`disk`, `disk.local`, `disk.eph0`,
  *   `disk.swap`, `disk.rescue`, ...), not only `disk` (gap B);
- * - every directory of the instances path is read, not only those of the listed instances. A disk
- *   that exists is in use whatever the instance list says: Nova's list can lag (a replica that has
- *   not seen an instance being spawned, gap H) or miss hosts (one that dropped out of the
- *   shared-storage registry, the "Disappearing Images"), and deleting the base of an existing
- *   overlay corrupts it. A leftover directory of a deleted instance keeps its base alive until the
- *   directory is removed, which is the safe side.
+ * - every directory of the instances path is read (links to directories elsewhere included), not
+ *   only those of the listed instances. A disk that exists is in use whatever the instance list
+ *   says: Nova's list can lag (a replica that has not seen an instance being spawned, gap H) or
+ *   miss hosts (one that dropped out of the shared-storage registry, the "Disappearing Images"),
+ *   and deleting the base of an existing overlay corrupts it. A leftover directory of a deleted
+ *   instance keeps its base alive until the directory is removed, which is the safe side.
  *
  * @module
  */
@@ -18,7 +18,9 @@ import fs from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { FIRST_READ_BYTES, inspectDiskImageHead, readBackingFile } from '../../disk/qcow2-header.js';
+import { UnusablePathError } from '../../errors.js';
 import { OWN_STAGING_NAME, STAGING_NAME } from '../../fetch/staging.js';
+import { isMovedAside } from '../../regular-file.js';
 import { headBytes, readInstanceDirectories, readInstanceDirectoriesOnWorker } from './instance-dir-reader.js';
 import type { InstanceDirListing, ReadProgress, ReaderRules } from './instance-dir-reader.js';
 
@@ -63,22 +65,41 @@ export interface CollectBackingFilesOptions {
 /**
  * Maps each base file name that backs a disk in a directory of `instancesPath` to a description
  * of its user, and lists the staging files left there. Every directory is read except those
- * named in `skipDirs` (the cache and lock directories). Staging files (a disk being written, or
- * left by a crash) are not disks. Disks that vanish meanwhile are skipped (Nova bug 1261442); a
- * disk that exists but cannot be read fails the whole pass, since nothing can then be proven
- * unused.
+ * named in `skipDirs` (the cache and lock directories, our own files) and objects moved aside.
+ * Staging files (a disk being written, or left by a crash) are not disks. Disks that vanish
+ * meanwhile are skipped (Nova bug 1261442); a disk that exists but cannot be read fails the whole
+ * pass, since nothing can then be proven unused. Instance directories and disks that are symbolic
+ * links are read at their targets (as Nova does); a link that does not resolve (dangling, or a
+ * loop) fails the pass the same way.
  *
  * Like Nova, only the backing file's base name is kept: the base is looked up in our cache
  * directory whatever directory the header names.
+ *
+ * @throws `UnusablePathError` for an instance directory or disk whose link does not resolve
  */
 export async function collectBackingFiles(
   instancesPath: string,
   skipDirs: ReadonlySet<string>,
   options: CollectBackingFilesOptions = {},
 ): Promise<InstanceDisksScan> {
+  // Links too: an instance directory may be a link to another volume (Nova follows it).
   const names = (await readdir(instancesPath, { withFileTypes: true }))
-    .filter((dirent) => dirent.isDirectory() && !skipDirs.has(dirent.name))
+    .filter((dirent) => (dirent.isDirectory() || dirent.isSymbolicLink()) && !skipDirs.has(dirent.name) && !isMovedAside(dirent.name))
     .map((dirent) => dirent.name);
+  try {
+    return await collect(instancesPath, names, options);
+  } catch (err) {
+    const link = (err as { brokenLink?: unknown } | null)?.brokenLink;
+    if (typeof link !== 'string') throw err;
+    throw new UnusablePathError(
+      link,
+      'an instance directory or disk is a symbolic link that does not resolve (its target is missing, or the links loop), so the bases it may use are unknown and this pass removes nothing',
+      err,
+    );
+  }
+}
+
+async function collect(instancesPath: string, names: readonly string[], options: CollectBackingFilesOptions): Promise<InstanceDisksScan> {
   const workerMin = options.workerMinDirectories ?? WORKER_MIN_DIRECTORIES;
   // The worker reads the first half while this thread reads the second: the results are merged
   // in directory order, exactly as one thread would have produced them.

@@ -64,6 +64,14 @@ export interface ReadProgress {
  * meanwhile is skipped; any other failure throws with `progress.next` at the directory that
  * failed.
  *
+ * Symbolic links are followed, as Nova does: an instance directory that is a link to another
+ * volume, and a disk that is a link (absolute or relative, through any chain), are read at their
+ * target. The kernel resolves each link (at most 40 hops, then `ELOOP`), and only one level of
+ * directories is read, so no link can make this loop. A link that does not resolve (dangling, or
+ * a loop) is not a vanished file: its target may be a volume that is not mounted, whose disks use
+ * bases. It throws an error carrying `brokenLink` (the link's path), so the pass removes nothing.
+ * Staging files are ours and only ever regular files: a link at such a name is ignored.
+ *
  * Self-contained on purpose: it is also run on a worker from its source text, so it may use
  * only its parameters and globals (no imports, no module constants).
  */
@@ -83,6 +91,23 @@ export function readInstanceDirectories(
     const code = (err as { code?: string } | null)?.code;
     return code === 'ENOENT' || code === 'ENOTDIR';
   };
+  // Whether a failed open or listing of `target` may be skipped: it vanished, or (ENOTDIR) it is
+  // not a directory. A link still there whose target is missing, or links that loop, throw.
+  const skippable = (err: unknown, target: string): boolean => {
+    const code = (err as { code?: string } | null)?.code;
+    if (code === 'ENOTDIR') return true;
+    if (code === 'ENOENT') {
+      try {
+        if (!fsApi.lstatSync(target).isSymbolicLink()) return true;
+      } catch (lstatErr) {
+        if (missing(lstatErr)) return true;
+        throw lstatErr;
+      }
+    } else if (code !== 'ELOOP') {
+      return false;
+    }
+    throw Object.assign(new Error(`${target} is a symbolic link that does not resolve (${code})`), { code, brokenLink: target, cause: err });
+  };
   for (; progress.next < until; progress.next++) {
     const name = names[progress.next] as string;
     const dir = `${instancesPath}/${name}`;
@@ -90,14 +115,14 @@ export function readInstanceDirectories(
     try {
       files = fsApi.readdirSync(dir, { withFileTypes: true });
     } catch (err) {
-      if (missing(err)) continue;
+      if (skippable(err, dir)) continue;
       throw err;
     }
     const listing: InstanceDirListing = { name, disks: [], staging: [] };
     for (const file of files) {
-      if (!file.isFile()) continue;
       const filePath = `${dir}/${file.name}`;
       if (ownStaging.test(file.name)) {
+        if (!file.isFile()) continue;
         try {
           listing.staging.push({ name: file.name, mtimeMs: fsApi.lstatSync(filePath).mtimeMs });
         } catch (err) {
@@ -105,13 +130,14 @@ export function readInstanceDirectories(
         }
         continue;
       }
-      if (!disk.test(file.name) || staging.test(file.name)) continue;
+      if (!(file.isFile() || file.isSymbolicLink()) || !disk.test(file.name) || staging.test(file.name)) continue;
       let fd;
       try {
-        // Non-blocking: a FIFO planted where a disk should be cannot hang the open.
+        // Through links (Nova follows them); non-blocking, so that a FIFO planted where a disk
+        // should be cannot hang the open.
         fd = fsApi.openSync(filePath, fsApi.constants.O_RDONLY | fsApi.constants.O_NONBLOCK);
       } catch (err) {
-        if (missing(err)) continue;
+        if (skippable(err, filePath)) continue;
         throw err;
       }
       try {

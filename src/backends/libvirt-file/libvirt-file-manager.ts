@@ -44,7 +44,7 @@ import { collectBackingFiles } from './backing-files.js';
 import type { InstanceStagingFile } from './backing-files.js';
 import { cacheFileName } from './naming.js';
 import { scanBaseDirectory } from './scan.js';
-import { StorageRegistry } from './storage-registry.js';
+import { STORAGE_REGISTRY_FILE, StorageRegistry } from './storage-registry.js';
 
 /** Options of {@link LibvirtFileImageManager}. */
 export interface LibvirtFileImageManagerOptions extends ImageManagerOptions {
@@ -320,7 +320,9 @@ export class LibvirtFileImageManager extends ImageManager<string> {
    * backing-files.ts: a disk that exists is in use whatever a lagging instance list says).
    */
   protected override async collectExtraInUse(_base: string, _inUse: InUseSet, scan: BaseImageScan): Promise<ReadonlyMap<string, string>> {
-    const found = await collectBackingFiles(this.instancesPath, new Set([this.options.subdirectoryName, path.basename(this.lockDir)]));
+    // Our own names at the top are never instance directories, whatever is planted there.
+    const ours = new Set([this.options.subdirectoryName, path.basename(this.lockDir), STORAGE_REGISTRY_FILE, PIN_FILE]);
+    const found = await collectBackingFiles(this.instancesPath, ours);
     this.#instanceStaging.set(scan, found.staging);
     return found.backing;
   }
@@ -415,12 +417,17 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   }
 }
 
-/** The base's format and sizes, or null when it does not exist (yet, or any more). */
+/**
+ * The base's format and sizes, or null when it does not exist (yet, or any more; or the cache
+ * directory is not a directory, which the fetch then reports). Anything but a regular file at the
+ * name is refused (`InvalidDiskImageError`), never followed.
+ */
 async function inspectIfPresent(basePath: string, imageId: string): Promise<DiskImageInfo | null> {
   try {
     return await inspectDiskImage(basePath, imageId);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
     throw err;
   }
 }

@@ -9,7 +9,8 @@
  * the file is replaced atomically instead of rewritten in place (a crash or a racing host could
  * leave half a file: bug 1194696); a corrupt file is reported as such instead of being read as
  * `{}`, because an empty user list lets a pass delete the bases of every other host (bug 3 of the
- * reference); and the 24 h window is configurable.
+ * reference); and the 24 h window is configurable. Anything but a regular file at the name (a link,
+ * a FIFO that would block the read, a directory) is moved aside unread and counts as corrupt.
  *
  * The rule a pass follows on shared storage (pinned by test/reliability/shared-storage.test.ts):
  * a host's instance records protect every base they reference (image, kernel, ramdisk, swap,
@@ -23,7 +24,7 @@
  *
  * @module
  */
-import { readFile, readdir, unlink } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../../clock.js';
 import { DiskFullError, InvalidConfigError } from '../../errors.js';
@@ -32,6 +33,7 @@ import { writeFileAtomically } from '../../fetch/atomic-file.js';
 import { makeDirectory } from '../../fetch/durable.js';
 import { mapWriteError } from '../../fetch/staging.js';
 import { createLogger } from '../../log.js';
+import { isNotRegularFile, moveAside, readRegularFile } from '../../regular-file.js';
 
 const log = createLogger('storage-registry');
 
@@ -200,13 +202,19 @@ export class StorageRegistry {
   }
 
   async #read(): Promise<RegistryContents> {
-    let text: string;
+    let text: string | null;
     try {
-      text = await readFile(this.path, 'utf8');
+      text = await readRegularFile(this.path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { raw: new Map(), corrupt: false };
-      throw err;
+      if (!isNotRegularFile(err)) throw err;
+      // Planted (a link, a FIFO, a directory): never followed nor waited on. Moved aside, under
+      // the registry lock, so the next register writes a real file; until then the users are
+      // unknown, as for a corrupt file.
+      const aside = moveAside(this.path);
+      log('%s is a %s, not a regular file: moved aside to %s; treating the storage users as unknown', this.path, err.kind, aside);
+      return { raw: new Map(), corrupt: true };
     }
+    if (text === null) return { raw: new Map(), corrupt: false };
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);

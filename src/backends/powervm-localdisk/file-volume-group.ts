@@ -14,7 +14,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, open, readFile, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { lstat, lutimes, mkdir, open, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { throwIfAborted } from '../../abort.js';
 import { systemClock } from '../../clock.js';
@@ -25,6 +25,7 @@ import { publishFile, syncNewDirectories } from '../../fetch/durable.js';
 import { mapWriteError } from '../../fetch/staging.js';
 import { isBoolean } from '../../options.js';
 import { processExists } from '../../process-liveness.js';
+import { readRegularFile } from '../../regular-file.js';
 import { statfsProbe } from '../../capacity/statfs.js';
 import type { FilesystemUsage } from '../../capacity/statfs.js';
 import { VDISK_NAME_MAX } from './naming.js';
@@ -160,7 +161,8 @@ export class FileVolumeGroup implements VolumeGroup {
     this.#checkSpec(spec, 'clone');
     const source = path.join(this.directory, sourceName, DATA_FILE);
     try {
-      await stat(source);
+      // Only a regular data file is a disk: the clone never reads through a planted link.
+      if (!(await lstat(source)).isFile()) throw new VolumeGroupError('clone', sourceName, 'not-found');
     } catch (err) {
       throw this.#mapError(err, 'clone', sourceName);
     }
@@ -183,7 +185,8 @@ export class FileVolumeGroup implements VolumeGroup {
     this.#checkName(name, 'touch');
     throwIfAborted(options.signal, `Touching disk ${name}`);
     try {
-      await utimes(path.join(this.directory, name, DATA_FILE), atMs / 1000, atMs / 1000);
+      // lutimes: a link planted at the data file's name is never followed to a file elsewhere.
+      await lutimes(path.join(this.directory, name, DATA_FILE), atMs / 1000, atMs / 1000);
     } catch (err) {
       throw this.#mapError(err, 'touch', name);
     }
@@ -259,16 +262,18 @@ export class FileVolumeGroup implements VolumeGroup {
   async #read(name: string): Promise<VolumeGroupDisk | null> {
     let data;
     try {
-      data = await stat(path.join(this.directory, name, DATA_FILE));
+      data = await lstat(path.join(this.directory, name, DATA_FILE));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return null; // not a disk, or deleted meanwhile
       throw err;
     }
+    // Only a regular data file is a disk: a link there is never followed.
     if (!data.isFile()) return null;
     let meta: { createdMs?: unknown; tags?: unknown } | null = null;
     try {
-      meta = JSON.parse(await readFile(path.join(this.directory, name, META_FILE), 'utf8')) as { createdMs?: unknown; tags?: unknown } | null;
+      // A FIFO planted at the name is not waited on, nor a link followed (both refused).
+      meta = JSON.parse((await readRegularFile(path.join(this.directory, name, META_FILE))) ?? 'null') as { createdMs?: unknown; tags?: unknown } | null;
     } catch {
       // A disk without readable metadata has no tags: the cache treats it as foreign.
     }
