@@ -1,0 +1,367 @@
+/**
+ * Seeded instances paths for the Nova differential test: the same scenario is built twice, once
+ * for Nova's pass and once for ours.
+ *
+ * A scenario has bases of every kind Nova names (originals, `_sm`, `<sha1>_<N>`, swap, ephemeral,
+ * kernels, ramdisks, names Nova ignores), ages around both minimum ages, the `compute_nodes`
+ * registry with hosts in and out of its 24 h window, instances of several hosts (resizing ones
+ * too) with swap and ephemeral devices, and instance directories by uuid, by name and `_resize`,
+ * listed or left over, whose disks are overlays made by `qemu-img create -b` (or raw files).
+ *
+ * @module
+ */
+import { copyFile, mkdir, utimes, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import pLimit from 'p-limit';
+import { cacheFileName } from '../../src/backends/libvirt-file/naming.js';
+import { RESIZE_TASK_STATES, ephemeralBaseName, ephemeralExtension, isResizing, swapBaseName } from '../../src/instances.js';
+import type { EphemeralNaming, InstanceRecord } from '../../src/instances.js';
+import { runQemuImg } from '../helpers/qemu.js';
+import type { Rng } from '../reliability/seed.js';
+
+export const DAY = 86400;
+/** Nova's registry window (`storage_users.TWENTY_FOUR_HOURS`). */
+export const REGISTRY_WINDOW = DAY;
+export const SELF = 'compute-a';
+const HOSTS = [SELF, 'compute-b', 'compute-c', 'compute-d'];
+const MKFS = {
+  default: 'mkfs.ext4 -L %(fs_label)s -F %(target)s',
+  linux: 'mkfs.ext3 -L %(fs_label)s -F %(target)s',
+  windows: 'mkfs.ntfs --fast --label %(fs_label)s %(target)s',
+};
+/** Resized suffixes: byte and GiB sizes as Nova's tests and the Ops Guide show them, and `_5` (invisible). */
+const RESIZED_SUFFIXES = ['_10737418240', '_5368709120', '_21474836480', '_10', '_20', '_5'];
+const SWAP_SIZES = [512, 1024, 2048, 4096];
+const EPHEMERAL_SIZES = [1, 2, 4, 10];
+/** Names Nova's scan ignores (and names it sees as originals although they are no image's). */
+const ODD_NAMES = ['swap_', 'swap_abc', 'swap_1_2', 'ephemeral_1', 'ephemeral_0_20_None', 'ephemeral_2_0706d6', '00000001', 'README'];
+
+/** A block device as Nova's BDM gives it: swap size in MiB, ephemeral size in GiB. */
+export interface NovaDevice {
+  readonly kind: 'swap' | 'ephemeral';
+  readonly size: number;
+  readonly guestFormat?: string | null;
+}
+
+/** An instance record, in the shape nova_pass.py reads. */
+export interface NovaInstance {
+  readonly uuid: string;
+  readonly name: string;
+  readonly host: string;
+  readonly imageRef: string | null;
+  readonly kernelId: string | null;
+  readonly ramdiskId: string | null;
+  readonly vmState: string;
+  readonly taskState: string | null;
+  readonly osType: string | null;
+  readonly bdms: readonly NovaDevice[];
+}
+
+/** A file (or directory) in the cache directory. */
+export interface BaseFile {
+  readonly name: string;
+  readonly ageSeconds: number;
+  readonly directory?: boolean;
+}
+
+/** A disk in an instance directory: an overlay of `backing` (a base name), or raw when null. */
+export interface DiskFile {
+  readonly dir: string;
+  readonly name: string;
+  readonly backing: string | null;
+}
+
+/** The `[image_cache]` and `[DEFAULT]` options both sides run with. */
+export interface ScenarioConf {
+  readonly subdirectoryName: string;
+  readonly removeUnusedBaseImages: boolean;
+  readonly originalMinimumAgeSeconds: number;
+  readonly resizedMinimumAgeSeconds: number;
+  readonly defaultEphemeralFormat: string | null;
+}
+
+export interface Scenario {
+  readonly id: string;
+  readonly conf: ScenarioConf;
+  /** `[DEFAULT]virt_mkfs`, by OS type. */
+  readonly mkfs: Readonly<Record<string, string>>;
+  /** The `compute_nodes` file's text, or null for none. */
+  readonly registry: string | null;
+  readonly registryCorrupt: boolean;
+  readonly instances: readonly NovaInstance[];
+  readonly baseFiles: readonly BaseFile[];
+  readonly disks: readonly DiskFile[];
+}
+
+/** The images every scenario draws from, so that a small pool of overlays serves them all. */
+interface Universe {
+  readonly images: readonly string[];
+  readonly kernels: readonly string[];
+  readonly ramdisks: readonly string[];
+}
+
+function uuid(rng: Rng): string {
+  let hex = '';
+  for (let i = 0; i < 32; i++) hex += rng.int(0, 15).toString(16);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-a${hex.slice(17, 20)}-${hex.slice(20)}`;
+}
+
+export function makeUniverse(rng: Rng): Universe {
+  const ids = (n: number): string[] => Array.from({ length: n }, () => uuid(rng));
+  return { images: ids(16), kernels: ids(3), ramdisks: ids(3) };
+}
+
+/** The ephemeral naming a scenario's options give (ours). */
+export function ephemeralNamingOf(scenario: Scenario): EphemeralNaming {
+  return {
+    mkfsCommandsByOsType: scenario.mkfs,
+    defaultEphemeralFormat: scenario.conf.defaultEphemeralFormat ?? undefined,
+  };
+}
+
+/** Our instance record for Nova's. */
+export function toRecord(instance: NovaInstance): InstanceRecord {
+  return {
+    uuid: instance.uuid,
+    name: instance.name,
+    host: instance.host,
+    imageRef: instance.imageRef,
+    kernelId: instance.kernelId,
+    ramdiskId: instance.ramdiskId,
+    vmState: instance.vmState,
+    taskState: instance.taskState,
+    osType: instance.osType,
+    blockDevices: instance.bdms.map((d) =>
+      d.kind === 'swap' ? { kind: 'swap' as const, sizeMiB: d.size } : { kind: 'ephemeral' as const, sizeGiB: d.size, guestFormat: d.guestFormat ?? undefined },
+    ),
+  };
+}
+
+/** One seeded scenario. `now` is the pass's clock, seconds. */
+export function makeScenario(rng: Rng, universe: Universe, id: string, now: number): Scenario {
+  const defaults = rng.chance(0.7);
+  const originalAge = defaults ? DAY : rng.int(600, 3 * DAY);
+  const resizedAge = defaults ? 3600 : rng.int(60, originalAge);
+  const conf: ScenarioConf = {
+    subdirectoryName: '_base',
+    removeUnusedBaseImages: rng.chance(0.92),
+    originalMinimumAgeSeconds: originalAge,
+    resizedMinimumAgeSeconds: resizedAge,
+    defaultEphemeralFormat: rng.weighted([
+      { weight: 7, value: null },
+      { weight: 1, value: 'ext4' },
+      { weight: 1, value: 'xfs' },
+      { weight: 1, value: 'ntfs' },
+    ]),
+  };
+  const mkfs: Record<string, string> = {};
+  if (rng.chance(0.2)) mkfs.default = MKFS.default;
+  if (rng.chance(0.4)) mkfs.linux = MKFS.linux;
+  if (rng.chance(0.25)) mkfs.windows = MKFS.windows;
+
+  // Ages around both thresholds, exactly on them, long past, fresh, and in the future (skew).
+  const age = (): number => {
+    const margin = rng.int(1, 300);
+    return rng.pick([
+      originalAge - margin, originalAge, originalAge + margin,
+      resizedAge - margin, resizedAge, resizedAge + margin,
+      30, 30 * DAY, -600,
+    ]);
+  };
+
+  // The registry: hosts registered recently, at the window's edge, long ago; or no file; or a torn one.
+  let registry: string | null = null;
+  const registryCorrupt = rng.chance(0.05);
+  if (registryCorrupt) registry = '{"compute-b": 17';
+  else if (rng.chance(0.9)) {
+    const entries: string[] = [];
+    for (const host of HOSTS) {
+      if (!rng.chance(host === SELF ? 0.5 : 0.7)) continue;
+      const margin = rng.int(1, 600);
+      const ago = rng.pick([60, 3600, REGISTRY_WINDOW - margin, REGISTRY_WINDOW, REGISTRY_WINDOW + margin, 5 * DAY]);
+      entries.push(`"${host}": ${now - ago}`);
+    }
+    registry = `{${entries.join(', ')}}`;
+  }
+
+  const instances: NovaInstance[] = [];
+  const count = rng.weighted([
+    { weight: 1, value: 0 }, { weight: 2, value: 1 }, { weight: 3, value: 2 }, { weight: 3, value: 3 },
+    { weight: 2, value: 4 }, { weight: 1, value: 6 },
+  ]);
+  for (let i = 0; i < count; i++) {
+    const devices: NovaDevice[] = [];
+    const swaps = rng.weighted([{ weight: 6, value: 0 }, { weight: 3, value: 1 }, { weight: 1, value: 2 }]);
+    for (let s = 0; s < swaps; s++) devices.push({ kind: 'swap', size: rng.pick(SWAP_SIZES) });
+    const ephemerals = rng.weighted([{ weight: 5, value: 0 }, { weight: 4, value: 1 }, { weight: 1, value: 2 }]);
+    for (let e = 0; e < ephemerals; e++) {
+      devices.push({ kind: 'ephemeral', size: rng.pick(EPHEMERAL_SIZES), guestFormat: rng.chance(0.3) ? 'ext4' : null });
+    }
+    instances.push({
+      uuid: uuid(rng),
+      name: `instance-${rng.int(1, 0xffffff).toString(16).padStart(8, '0')}`,
+      host: rng.weighted([
+        { weight: 45, value: SELF }, { weight: 20, value: 'compute-b' }, { weight: 20, value: 'compute-c' }, { weight: 15, value: 'compute-d' },
+      ]),
+      imageRef: rng.weighted([
+        { weight: 70, value: (): string | null => rng.pick(universe.images) },
+        { weight: 10, value: (): string | null => '' },
+        { weight: 5, value: (): string | null => null },
+        { weight: 15, value: (): string | null => uuid(rng) },
+      ])(),
+      kernelId: rng.chance(0.2) ? rng.pick(universe.kernels) : null,
+      ramdiskId: rng.chance(0.2) ? rng.pick(universe.ramdisks) : null,
+      vmState: rng.weighted([
+        { weight: 16, value: 'active' }, { weight: 2, value: 'resized' }, { weight: 1, value: 'soft-delete' }, { weight: 1, value: 'stopped' },
+      ]),
+      taskState: rng.weighted([
+        { weight: 80, value: null }, { weight: 12, value: rng.pick([...RESIZE_TASK_STATES]) }, { weight: 8, value: rng.pick(['spawning', 'rebooting']) },
+      ]),
+      osType: rng.weighted([{ weight: 5, value: null }, { weight: 3, value: 'linux' }, { weight: 2, value: 'windows' }]),
+      bdms: devices,
+    });
+  }
+
+  // The cache directory.
+  const baseFiles = new Map<string, BaseFile>();
+  const add = (name: string, directory = false): void => {
+    baseFiles.set(name, { name, ageSeconds: age(), directory });
+  };
+  const cachedIds = new Set<string>();
+  for (const instance of instances) {
+    for (const ref of [instance.imageRef, instance.kernelId, instance.ramdiskId]) if (ref) cachedIds.add(ref);
+  }
+  for (let i = rng.int(0, 3); i > 0; i--) cachedIds.add(rng.pick([...universe.images, ...universe.kernels, ...universe.ramdisks]));
+  const imageBases = new Map<string, string[]>();
+  for (const imageId of cachedIds) {
+    const fp = cacheFileName(imageId);
+    const names: string[] = [];
+    if (rng.chance(0.75)) names.push(fp);
+    if (rng.chance(0.1)) names.push(`${fp}_sm`);
+    for (const suffix of RESIZED_SUFFIXES) if (rng.chance(suffix === '_5' ? 0.05 : 0.12)) names.push(`${fp}${suffix}`);
+    for (const name of names) add(name);
+    imageBases.set(imageId, names);
+  }
+  for (let i = rng.int(0, 2); i > 0; i--) add(cacheFileName(uuid(rng)));
+  if (rng.chance(0.1)) add('z'.repeat(20) + rng.int(0, 1e9).toString(36).padStart(20, 'q'));
+  if (rng.chance(0.05)) add(cacheFileName(uuid(rng)), true);
+  // The bases of the instances' devices, as their spawns made them (named by our rule: where it
+  // differs from Nova's, Nova and we disagree on what is in use, and the comparison shows it).
+  const naming = { mkfsCommandsByOsType: mkfs, defaultEphemeralFormat: conf.defaultEphemeralFormat ?? undefined };
+  for (const instance of instances) {
+    for (const device of instance.bdms) {
+      if (!rng.chance(0.7)) continue;
+      add(device.kind === 'swap' ? swapBaseName(device.size) : ephemeralBaseName(device.size, naming, instance.osType));
+    }
+  }
+  for (const size of SWAP_SIZES) if (rng.chance(0.35)) add(`swap_${size}`);
+  const extensions = new Set([
+    ephemeralExtension({}),
+    ephemeralExtension({ defaultEphemeralFormat: 'ext4' }),
+    ephemeralExtension({ defaultEphemeralFormat: 'xfs' }),
+    ...Object.values(MKFS).map((command) => ephemeralExtension({ mkfsCommand: command })),
+    'abcdefg',
+  ]);
+  for (const size of EPHEMERAL_SIZES) for (const ext of extensions) if (rng.chance(0.08)) add(`ephemeral_${size}_${ext}`);
+  for (const name of ODD_NAMES) if (rng.chance(0.15)) add(name);
+
+  // Instance directories and their disks.
+  const files = [...baseFiles.values()].filter((f) => !f.directory).map((f) => f.name);
+  const ofKind = (test: (name: string) => boolean): string[] => files.filter(test);
+  const imageNamed = ofKind((n) => n.length >= 40 && !n.startsWith('swap_') && !n.startsWith('ephemeral_'));
+  const swapNamed = ofKind((n) => /^swap_\d+$/.test(n));
+  const ephemeralNamed = ofKind((n) => /^ephemeral_\d+_.{7}$/.test(n));
+  const disks: DiskFile[] = [];
+  const rootBacking = (instance: NovaInstance): string | null => {
+    const own = instance.imageRef ? (imageBases.get(instance.imageRef) ?? []) : [];
+    if (own.length > 0 && rng.chance(0.8)) return rng.chance(0.6) && own.includes(cacheFileName(instance.imageRef ?? '')) ? cacheFileName(instance.imageRef ?? '') : rng.pick(own);
+    if (imageNamed.length > 0 && rng.chance(0.3)) return rng.pick(imageNamed); // rebuilt, unshelved
+    if (rng.chance(0.1)) return cacheFileName(uuid(rng)); // its base is gone already
+    return null;
+  };
+  for (const instance of instances) {
+    if (!rng.chance(0.85)) continue;
+    const dir = rng.chance(0.75) ? instance.uuid : instance.name;
+    disks.push({ dir, name: 'disk', backing: rootBacking(instance) });
+    if (rng.chance(0.3) && ephemeralNamed.length > 0) disks.push({ dir, name: rng.pick(['disk.local', 'disk.eph0', 'disk.eph1']), backing: rng.pick(ephemeralNamed) });
+    if (rng.chance(0.3) && swapNamed.length > 0) disks.push({ dir, name: 'disk.swap', backing: rng.pick(swapNamed) });
+    if (rng.chance(0.1) && imageNamed.length > 0) disks.push({ dir, name: 'disk.rescue', backing: rng.pick(imageNamed) });
+    if (rng.chance(0.1)) disks.push({ dir, name: 'disk.config', backing: null });
+    if ((isResizing(toRecord(instance)) ? rng.chance(0.5) : rng.chance(0.08)) && imageNamed.length > 0) {
+      disks.push({ dir: `${dir}_resize`, name: 'disk', backing: rng.pick(imageNamed) });
+    }
+  }
+  // Leftovers of deleted instances.
+  for (let i = rng.weighted([{ weight: 6, value: 0 }, { weight: 3, value: 1 }, { weight: 1, value: 2 }]); i > 0 && files.length > 0; i--) {
+    disks.push({ dir: uuid(rng), name: 'disk', backing: rng.pick(files) });
+  }
+
+  return { id, conf, mkfs, registry, registryCorrupt, instances, baseFiles: [...baseFiles.values()], disks };
+}
+
+/**
+ * Overlays made once by the real `qemu-img create -f qcow2 -F raw -b <base>`, one per backing
+ * name, and copied into every scenario that needs them (both sides read only the backing file's
+ * base name, as Nova does).
+ */
+export class OverlayPool {
+  readonly #dir: string;
+  readonly #made = new Map<string, Promise<string>>();
+  readonly #limit = pLimit(4);
+  #raw: Promise<string> | undefined;
+
+  constructor(dir: string) {
+    this.#dir = dir;
+  }
+
+  /** How many overlays qemu-img made. */
+  get size(): number {
+    return this.#made.size;
+  }
+
+  overlay(backing: string): Promise<string> {
+    let made = this.#made.get(backing);
+    if (made === undefined) {
+      made = this.#limit(async () => {
+        const baseDir = path.join(this.#dir, '_base');
+        await mkdir(baseDir, { recursive: true });
+        await mkdir(path.join(this.#dir, 'overlays'), { recursive: true });
+        const base = path.join(baseDir, backing);
+        await writeFile(base, Buffer.alloc(65536));
+        const overlay = path.join(this.#dir, 'overlays', backing);
+        await runQemuImg(['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', base, overlay, '1M']);
+        return overlay;
+      });
+      this.#made.set(backing, made);
+    }
+    return made;
+  }
+
+  raw(): Promise<string> {
+    this.#raw ??= (async () => {
+      await mkdir(this.#dir, { recursive: true });
+      const file = path.join(this.#dir, 'raw-disk');
+      await writeFile(file, Buffer.alloc(65536));
+      return file;
+    })();
+    return this.#raw;
+  }
+}
+
+/** Writes `scenario` under `instancesPath` (which must not exist yet). */
+export async function buildScenario(scenario: Scenario, instancesPath: string, now: number, pool: OverlayPool): Promise<void> {
+  const baseDir = path.join(instancesPath, scenario.conf.subdirectoryName);
+  await mkdir(baseDir, { recursive: true });
+  for (const file of scenario.baseFiles) {
+    const target = path.join(baseDir, file.name);
+    if (file.directory === true) await mkdir(target);
+    else await writeFile(target, 'base');
+    await utimes(target, now - file.ageSeconds, now - file.ageSeconds);
+  }
+  if (scenario.registry !== null) await writeFile(path.join(instancesPath, 'compute_nodes'), scenario.registry);
+  for (const disk of scenario.disks) {
+    const dir = path.join(instancesPath, disk.dir);
+    await mkdir(dir, { recursive: true });
+    await copyFile(disk.backing === null ? await pool.raw() : await pool.overlay(disk.backing), path.join(dir, disk.name));
+  }
+}
