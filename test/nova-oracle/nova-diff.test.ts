@@ -5,7 +5,7 @@
 //
 // Replay a run with RELIABILITY_SEED=<seed>; NOVA_ORACLE_SCENARIOS changes the count.
 import assert from 'node:assert/strict';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -93,6 +93,21 @@ async function snapshot(root: string): Promise<Set<string>> {
   return found;
 }
 
+/** The base files of a built scenario whose mtime is no longer the one it was built with (touched). */
+async function touchedBases(scenario: Scenario, instancesPath: string, now: number): Promise<string[]> {
+  const touched: string[] = [];
+  for (const file of scenario.baseFiles) {
+    if (file.directory === true) continue;
+    try {
+      const st = await lstat(path.join(instancesPath, scenario.conf.subdirectoryName, file.name));
+      if (Math.round(st.mtimeMs / 1000) !== now - file.ageSeconds) touched.push(file.name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+  return touched;
+}
+
 function removedFrom(before: ReadonlySet<string>, after: ReadonlySet<string>): Set<string> {
   return new Set([...before].filter((p) => !after.has(p)));
 }
@@ -172,6 +187,7 @@ describe('Nova as the oracle (python3-nova)', () => {
         const failures: string[] = [];
         const allowedCounts = new Map<string, number>(Object.keys(ALLOWED).map((k) => [k, 0]));
         let novaRemoved = 0;
+        let novaTouched = 0;
         let bothRemoved = 0;
         for (const s of scenarios) {
           const nova = novaResults.get(s.id);
@@ -194,6 +210,12 @@ describe('Nova as the oracle (python3-nova)', () => {
           const byUs = removedFrom(snap, await snapshot(oursPath(s)));
           novaRemoved += byNova.size;
           const view = novaView(s, hosts);
+          // What Nova marks in use (and touches) we hold in use too, whatever its age.
+          const active = new Set(report.active);
+          for (const name of await touchedBases(s, novaPath(s), now)) {
+            novaTouched++;
+            if (!active.has(name)) failures.push(`${where}: Nova marked ${name} in use, we did not`);
+          }
           for (const p of byUs) {
             if (byNova.has(p)) bothRemoved++;
             else failures.push(`${where}: we removed ${p}, Nova kept it`);
@@ -206,7 +228,7 @@ describe('Nova as the oracle (python3-nova)', () => {
             for (const reason of reasons) allowedCounts.set(reason, (allowedCounts.get(reason) ?? 0) + 1);
           }
         }
-        t.diagnostic(`Nova ${novaVersion}: ${SCENARIOS} scenarios, ${pool.size} overlays made by qemu-img, ${novaRemoved} files removed by Nova, ${bothRemoved} by both`);
+        t.diagnostic(`Nova ${novaVersion}: ${SCENARIOS} scenarios, ${pool.size} overlays made by qemu-img, ${novaRemoved} files removed by Nova, ${bothRemoved} by both, ${novaTouched} marked in use by Nova`);
         for (const [reason, count] of allowedCounts) t.diagnostic(`allowed (${count}): ${reason}`);
         t.diagnostic(`built in ${Math.round(built - started)} ms, our passes in ${Math.round(oursDone - built)} ms, Nova's in ${Math.round(ran - built)} ms`);
         assert.deepEqual(failures.slice(0, 20), [], `${failures.length} differences from Nova`);

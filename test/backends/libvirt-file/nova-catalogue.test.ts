@@ -71,6 +71,11 @@ describe("Nova's libvirt image cache catalogue", () => {
     assert.equal(classifyBaseFileName(`${hashed1}_10`), 'resized');
     assert.equal(classifyBaseFileName(`${hashed1}_sm`), 'resized');
     assert.equal(classifyBaseFileName(`${hashed1}.part`), null);
+    // Python's len counts code points and isdigit takes any decimal digit.
+    assert.equal(classifyBaseFileName(`${hashed1.slice(0, 38)}😀`), null);
+    assert.equal(classifyBaseFileName(`${hashed1.slice(0, 39)}😀`), 'original');
+    assert.equal(classifyBaseFileName('swap_١٢'), 'swap');
+    assert.equal(classifyBaseFileName('ephemeral_2_abcde😀f'), 'ephemeral');
   });
 
   for (const [test, backing, dir] of [
