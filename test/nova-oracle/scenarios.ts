@@ -64,11 +64,16 @@ export interface BaseFile {
   readonly directory?: boolean;
 }
 
-/** A disk in an instance directory: an overlay of `backing` (a base name), or raw when null. */
+/**
+ * A disk in an instance directory: a qcow2 overlay of `backing` (a base name; its header names
+ * it by absolute path, or relative to the disk when `relative`), or, when `backing` is null, a
+ * raw file or a qcow2 image of its own (`relative` true).
+ */
 export interface DiskFile {
   readonly dir: string;
   readonly name: string;
   readonly backing: string | null;
+  readonly relative: boolean;
 }
 
 /** The `[image_cache]` and `[DEFAULT]` options both sides run with. */
@@ -80,6 +85,23 @@ export interface ScenarioConf {
   readonly defaultEphemeralFormat: string | null;
 }
 
+/**
+ * The registry file: readable, absent, or unreadable in one of three ways (torn JSON, an entry
+ * without a timestamp, not an object). Nova reads a torn file as empty, and its pass crashes on
+ * the other two; ours suspends removals for all three.
+ */
+export type RegistryState = 'ok' | 'none' | 'torn' | 'bad-entry' | 'not-an-object';
+
+/** Whether the registry in `state` cannot tell who uses the storage. */
+export function registryUnreadable(state: RegistryState): boolean {
+  return state === 'torn' || state === 'bad-entry' || state === 'not-an-object';
+}
+
+/** Whether Nova's pass fails on the registry in `state` (before it looks at any file). */
+export function novaFailsOnRegistry(state: RegistryState): boolean {
+  return state === 'bad-entry' || state === 'not-an-object';
+}
+
 export interface Scenario {
   readonly id: string;
   readonly conf: ScenarioConf;
@@ -87,7 +109,9 @@ export interface Scenario {
   readonly mkfs: Readonly<Record<string, string>>;
   /** The `compute_nodes` file's text, or null for none. */
   readonly registry: string | null;
-  readonly registryCorrupt: boolean;
+  readonly registryState: RegistryState;
+  /** False: the cache directory does not exist (both passes do nothing). */
+  readonly hasBaseDir: boolean;
   readonly instances: readonly NovaInstance[];
   readonly baseFiles: readonly BaseFile[];
   readonly disks: readonly DiskFile[];
@@ -143,7 +167,8 @@ export function makeScenario(rng: Rng, universe: Universe, id: string, now: numb
   const originalAge = defaults ? DAY : rng.int(600, 3 * DAY);
   const resizedAge = defaults ? 3600 : rng.int(60, originalAge);
   const conf: ScenarioConf = {
-    subdirectoryName: '_base',
+    // Operators on shared storage may give each host its own cache (`_base_$my_ip`).
+    subdirectoryName: rng.chance(0.85) ? '_base' : '_base_10.0.0.7',
     removeUnusedBaseImages: rng.chance(0.92),
     originalMinimumAgeSeconds: originalAge,
     resizedMinimumAgeSeconds: resizedAge,
@@ -169,18 +194,23 @@ export function makeScenario(rng: Rng, universe: Universe, id: string, now: numb
     ]);
   };
 
-  // The registry: hosts registered recently, at the window's edge, long ago; or no file; or a torn one.
+  // The registry: hosts registered recently, at the window's edge, long ago, in the future (a
+  // skewed clock); or no file; or one nobody can read.
   let registry: string | null = null;
-  const registryCorrupt = rng.chance(0.05);
-  if (registryCorrupt) registry = '{"compute-b": 17';
-  else if (rng.chance(0.9)) {
+  const registryState = rng.weighted<RegistryState>([
+    { weight: 85, value: 'ok' }, { weight: 5, value: 'torn' }, { weight: 2, value: 'bad-entry' }, { weight: 2, value: 'not-an-object' }, { weight: 6, value: 'none' },
+  ]);
+  if (registryState === 'torn') registry = '{"compute-b": 17';
+  else if (registryState === 'not-an-object') registry = '["compute-b"]';
+  else if (registryState !== 'none') {
     const entries: string[] = [];
     for (const host of HOSTS) {
       if (!rng.chance(host === SELF ? 0.5 : 0.7)) continue;
       const margin = rng.int(1, 600);
-      const ago = rng.pick([60, 3600, REGISTRY_WINDOW - margin, REGISTRY_WINDOW, REGISTRY_WINDOW + margin, 5 * DAY]);
+      const ago = rng.pick([60, 3600, REGISTRY_WINDOW - margin, REGISTRY_WINDOW, REGISTRY_WINDOW + margin, 5 * DAY, -3600]);
       entries.push(`"${host}": ${now - ago}`);
     }
+    if (registryState === 'bad-entry') entries.push('"compute-e": "yesterday"');
     registry = `{${entries.join(', ')}}`;
   }
 
@@ -277,32 +307,33 @@ export function makeScenario(rng: Rng, universe: Universe, id: string, now: numb
     if (own.length > 0 && rng.chance(0.8)) return rng.chance(0.6) && own.includes(cacheFileName(instance.imageRef ?? '')) ? cacheFileName(instance.imageRef ?? '') : rng.pick(own);
     if (imageNamed.length > 0 && rng.chance(0.3)) return rng.pick(imageNamed); // rebuilt, unshelved
     if (rng.chance(0.1)) return cacheFileName(uuid(rng)); // its base is gone already
-    return null;
+    return null; // a raw copy, or a qcow2 of its own (below)
   };
   for (const instance of instances) {
     if (!rng.chance(0.85)) continue;
     const dir = rng.chance(0.75) ? instance.uuid : instance.name;
-    disks.push({ dir, name: 'disk', backing: rootBacking(instance) });
-    if (rng.chance(0.3) && ephemeralNamed.length > 0) disks.push({ dir, name: rng.pick(['disk.local', 'disk.eph0', 'disk.eph1']), backing: rng.pick(ephemeralNamed) });
-    if (rng.chance(0.3) && swapNamed.length > 0) disks.push({ dir, name: 'disk.swap', backing: rng.pick(swapNamed) });
-    if (rng.chance(0.1) && imageNamed.length > 0) disks.push({ dir, name: 'disk.rescue', backing: rng.pick(imageNamed) });
-    if (rng.chance(0.1)) disks.push({ dir, name: 'disk.config', backing: null });
+    disks.push({ dir, name: 'disk', backing: rootBacking(instance), relative: rng.chance(0.3) });
+    if (rng.chance(0.3) && ephemeralNamed.length > 0) disks.push({ dir, name: rng.pick(['disk.local', 'disk.eph0', 'disk.eph1']), backing: rng.pick(ephemeralNamed), relative: rng.chance(0.3) });
+    if (rng.chance(0.3) && swapNamed.length > 0) disks.push({ dir, name: 'disk.swap', backing: rng.pick(swapNamed), relative: rng.chance(0.3) });
+    if (rng.chance(0.1) && imageNamed.length > 0) disks.push({ dir, name: 'disk.rescue', backing: rng.pick(imageNamed), relative: rng.chance(0.3) });
+    if (rng.chance(0.1)) disks.push({ dir, name: 'disk.config', backing: null, relative: false });
     if ((isResizing(toRecord(instance)) ? rng.chance(0.5) : rng.chance(0.08)) && imageNamed.length > 0) {
-      disks.push({ dir: `${dir}_resize`, name: 'disk', backing: rng.pick(imageNamed) });
+      disks.push({ dir: `${dir}_resize`, name: 'disk', backing: rng.pick(imageNamed), relative: rng.chance(0.3) });
     }
   }
   // Leftovers of deleted instances.
   for (let i = rng.weighted([{ weight: 6, value: 0 }, { weight: 3, value: 1 }, { weight: 1, value: 2 }]); i > 0 && files.length > 0; i--) {
-    disks.push({ dir: uuid(rng), name: 'disk', backing: rng.pick(files) });
+    disks.push({ dir: uuid(rng), name: 'disk', backing: rng.pick(files), relative: rng.chance(0.3) });
   }
 
-  return { id, conf, mkfs, registry, registryCorrupt, instances, baseFiles: [...baseFiles.values()], disks };
+  const hasBaseDir = !rng.chance(0.03);
+  return { id, conf, mkfs, registry, registryState, hasBaseDir, instances, baseFiles: hasBaseDir ? [...baseFiles.values()] : [], disks };
 }
 
 /**
- * Overlays made once by the real `qemu-img create -f qcow2 -F raw -b <base>`, one per backing
- * name, and copied into every scenario that needs them (both sides read only the backing file's
- * base name, as Nova does).
+ * Disks made once by the real `qemu-img create` (overlays: `-f qcow2 -F raw -b <base>`), one per
+ * backing name and path style, and copied into every scenario that needs them: both sides read
+ * only the backing file's base name, as Nova does.
  */
 export class OverlayPool {
   readonly #dir: string;
@@ -314,25 +345,43 @@ export class OverlayPool {
     this.#dir = dir;
   }
 
-  /** How many overlays qemu-img made. */
+  /** How many disks qemu-img made. */
   get size(): number {
     return this.#made.size;
   }
 
-  overlay(backing: string): Promise<string> {
-    let made = this.#made.get(backing);
+  /** An overlay of `backing`, named in its header by absolute path or (`relative`) by `../_base/<backing>`. */
+  overlay(backing: string, relative: boolean): Promise<string> {
+    const key = `${relative ? 'relative' : 'absolute'}/${backing}`;
+    let made = this.#made.get(key);
     if (made === undefined) {
       made = this.#limit(async () => {
         const baseDir = path.join(this.#dir, '_base');
+        const overlayDir = path.join(this.#dir, relative ? 'relative' : 'absolute');
         await mkdir(baseDir, { recursive: true });
-        await mkdir(path.join(this.#dir, 'overlays'), { recursive: true });
+        await mkdir(overlayDir, { recursive: true });
         const base = path.join(baseDir, backing);
         await writeFile(base, Buffer.alloc(65536));
-        const overlay = path.join(this.#dir, 'overlays', backing);
-        await runQemuImg(['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', base, overlay, '1M']);
+        const overlay = path.join(overlayDir, backing);
+        await runQemuImg(['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', relative ? `../_base/${backing}` : base, overlay, '1M']);
         return overlay;
       });
-      this.#made.set(backing, made);
+      this.#made.set(key, made);
+    }
+    return made;
+  }
+
+  /** A qcow2 image with no backing file. */
+  standalone(): Promise<string> {
+    let made = this.#made.get('standalone');
+    if (made === undefined) {
+      made = (async () => {
+        await mkdir(this.#dir, { recursive: true });
+        const file = path.join(this.#dir, 'standalone.qcow2');
+        await runQemuImg(['create', '-q', '-f', 'qcow2', file, '1M']);
+        return file;
+      })();
+      this.#made.set('standalone', made);
     }
     return made;
   }
@@ -351,7 +400,7 @@ export class OverlayPool {
 /** Writes `scenario` under `instancesPath` (which must not exist yet). */
 export async function buildScenario(scenario: Scenario, instancesPath: string, now: number, pool: OverlayPool): Promise<void> {
   const baseDir = path.join(instancesPath, scenario.conf.subdirectoryName);
-  await mkdir(baseDir, { recursive: true });
+  await mkdir(scenario.hasBaseDir ? baseDir : instancesPath, { recursive: true });
   for (const file of scenario.baseFiles) {
     const target = path.join(baseDir, file.name);
     if (file.directory === true) await mkdir(target);
@@ -362,6 +411,7 @@ export async function buildScenario(scenario: Scenario, instancesPath: string, n
   for (const disk of scenario.disks) {
     const dir = path.join(instancesPath, disk.dir);
     await mkdir(dir, { recursive: true });
-    await copyFile(disk.backing === null ? await pool.raw() : await pool.overlay(disk.backing), path.join(dir, disk.name));
+    const source = disk.backing !== null ? pool.overlay(disk.backing, disk.relative) : disk.relative ? pool.standalone() : pool.raw();
+    await copyFile(await source, path.join(dir, disk.name));
   }
 }
