@@ -46,6 +46,8 @@ interface NovaView {
   readonly nonRootBackings: ReadonlySet<string>;
   /** Backing files of disks in directories Nova does not read (not a listed instance's). */
   readonly unreadBackings: ReadonlySet<string>;
+  /** Bases last used at or after the moment both passes began (mtime at or past "now"). */
+  readonly usedSincePassBegan: ReadonlySet<string>;
 }
 
 /**
@@ -62,6 +64,8 @@ const ALLOWED: Readonly<Record<string, (name: string, view: NovaView) => boolean
     view.unreadBackings.has(name),
   'bug 3: an unreadable registry suspends our removals (Nova reads it as no other host)': (_name, view) =>
     registryUnreadable(view.scenario.registryState),
+  'nova.md 4.7: with no minimum age, Nova removes a base used as its pass begins (a spawn may be building on it)': (name, view) =>
+    view.usedSincePassBegan.has(name),
 };
 
 function novaView(scenario: Scenario, hosts: readonly string[]): NovaView {
@@ -86,7 +90,8 @@ function novaView(scenario: Scenario, hosts: readonly string[]): NovaView {
     if (!dirs.has(disk.dir)) unreadBackings.add(disk.backing);
     else if (disk.name !== 'disk') nonRootBackings.add(disk.backing);
   }
-  return { scenario, usedFingerprints, laterDevices, nonRootBackings, unreadBackings };
+  const usedSincePassBegan = new Set(scenario.baseFiles.filter((f) => f.ageSeconds <= 0).map((f) => f.name));
+  return { scenario, usedFingerprints, laterDevices, nonRootBackings, unreadBackings, usedSincePassBegan };
 }
 
 /** Every file and directory under `root`, relative, except the lock directory and the registry. */

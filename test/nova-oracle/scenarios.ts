@@ -163,9 +163,13 @@ export function toRecord(instance: NovaInstance): InstanceRecord {
 
 /** One seeded scenario. `now` is the pass's clock, seconds. */
 export function makeScenario(rng: Rng, universe: Universe, id: string, now: number): Scenario {
-  const defaults = rng.chance(0.7);
-  const originalAge = defaults ? DAY : rng.int(600, 3 * DAY);
-  const resizedAge = defaults ? 3600 : rng.int(60, originalAge);
+  // Nova's defaults; others; or no minimum age at all (a size-bounded LRU cache, README "Capacity").
+  const ages = rng.weighted([
+    { weight: 65, value: (): [number, number] => [DAY, 3600] },
+    { weight: 28, value: (): [number, number] => { const original = rng.int(600, 3 * DAY); return [original, rng.int(60, original)]; } },
+    { weight: 7, value: (): [number, number] => [0, 0] },
+  ])();
+  const [originalAge, resizedAge] = ages;
   const conf: ScenarioConf = {
     // Operators on shared storage may give each host its own cache (`_base_$my_ip`).
     subdirectoryName: rng.chance(0.85) ? '_base' : '_base_10.0.0.7',
