@@ -3,12 +3,13 @@
 Reads one JSON request (a file named by argv[1]) and, for each scenario, runs Nova's real
 periodic pass over the scenario's instances path:
 ``ComputeManager._run_image_cache_manager_pass`` (``register_storage_use``, ``get_storage_users``,
-the instance query by host) and the libvirt ``ImageCacheManager.update()`` it calls, with
-``qemu-img info`` run for real on every disk Nova inspects (without its prlimit wrapper). Only the database is replaced: the
-instance query (``InstanceList.get_by_filters``) filters the scenario's instance records by host,
-and ``BlockDeviceMappingList.bdms_by_instance_uuid`` returns real ``BlockDeviceMapping`` objects
-built from them. ``time.time`` is the scenario's fixed "now" in the two modules that read it
-(the cache manager and the storage registry), so Nova sees exactly the ages the test set.
+the instance query by host) and the libvirt ``ImageCacheManager.update()`` it calls (the libvirt
+driver's ``manage_image_cache`` is that one call), with ``qemu-img info`` run for real on every
+disk Nova inspects (without its prlimit wrapper). Only the database is replaced: the instance
+query (``InstanceList.get_by_filters``) filters the scenario's instance records by host, and
+``BlockDeviceMappingList.bdms_by_instance_uuid`` returns real ``BlockDeviceMapping`` objects built
+from them. ``time.time`` is the scenario's fixed "now" in the two modules that read it (the cache
+manager and the storage registry), so Nova sees exactly the ages the test set.
 
 It also answers naming questions (``get_cache_fname``, swap and ephemeral base names) in bulk.
 Prints one JSON object on stdout.
