@@ -125,7 +125,11 @@ export function swapBaseName(sizeMiB: number): string {
 
 /** `ephemeral_<GiB>_<ext>`: the cache name of an ephemeral base of an instance of `osType`. */
 export function ephemeralBaseName(sizeGiB: number, naming: EphemeralNaming = {}, osType?: string | null): string {
-  return `ephemeral_${sizeGiB}_${ephemeralExtension(naming, osType)}`;
+  return ephemeralName(sizeGiB, ephemeralExtension(naming, osType));
+}
+
+function ephemeralName(sizeGiB: number, extension: string): string {
+  return `ephemeral_${sizeGiB}_${extension}`;
 }
 
 /** True when the instance is resizing or resized, so its `_resize` directories exist. */
@@ -152,6 +156,8 @@ export function computeInUse(
   const instanceNames = new Set<string>();
   const usedSwap = new Set<string>();
   const usedEphemeral = new Set<string>();
+  // One md5 per OS type, not per device.
+  const extensions = new Map<string | null | undefined, string>();
 
   for (const instance of instances) {
     instanceNames.add(instance.name);
@@ -173,7 +179,14 @@ export function computeInUse(
     }
     for (const device of instance.blockDevices ?? []) {
       if (device.kind === 'swap') usedSwap.add(swapBaseName(device.sizeMiB));
-      else usedEphemeral.add(ephemeralBaseName(device.sizeGiB, naming, instance.osType));
+      else {
+        let ext = extensions.get(instance.osType);
+        if (ext === undefined) {
+          ext = ephemeralExtension(naming, instance.osType);
+          extensions.set(instance.osType, ext);
+        }
+        usedEphemeral.add(ephemeralName(device.sizeGiB, ext));
+      }
     }
   }
   return { usedImages, instanceNames, usedSwap, usedEphemeral };
