@@ -60,6 +60,11 @@ export interface InstanceRecord {
   readonly vmState?: string | null | undefined;
   /** Nova `task_state` (`resize_prep`, ...), null when idle. */
   readonly taskState?: string | null | undefined;
+  /**
+   * Nova `os_type` (`linux`, `windows`, ...): picks the mkfs command, hence the name, of the
+   * instance's ephemeral bases when {@link EphemeralNaming.mkfsCommandsByOsType} has one for it.
+   */
+  readonly osType?: string | null | undefined;
   /** Swap and ephemeral block devices. All of them count, not only the first (Nova gap B). */
   readonly blockDevices?: readonly BlockDevice[] | undefined;
 }
@@ -88,15 +93,28 @@ export interface InUseSet {
 
 /** How ephemeral base names are derived: Nova hashes the mkfs command, else the filesystem name. */
 export interface EphemeralNaming {
-  /** A custom mkfs command for the default OS type (Nova `virt_mkfs`); wins when set. */
+  /** A custom mkfs command for the default OS type (Nova `virt_mkfs = default=...`); wins when set. */
   readonly mkfsCommand?: string | undefined;
+  /**
+   * Custom mkfs commands by OS type (Nova `virt_mkfs = <os_type>=<command>`): an instance whose
+   * {@link InstanceRecord.osType} has one gets bases named after that command.
+   */
+  readonly mkfsCommandsByOsType?: Readonly<Record<string, string>> | undefined;
   /** `[DEFAULT]default_ephemeral_format`; Nova falls back to `vfat`. */
   readonly defaultEphemeralFormat?: string | undefined;
 }
 
-/** The 7-hex suffix of ephemeral base names: md5 of the mkfs command or filesystem name. */
-export function ephemeralExtension(naming: EphemeralNaming = {}): string {
-  const source = naming.mkfsCommand ?? naming.defaultEphemeralFormat ?? 'vfat';
+/**
+ * The 7-hex suffix of ephemeral base names: md5 of the mkfs command for the instance's OS type
+ * (else the default one), else of the filesystem name. Empty strings count as unset, as in Nova
+ * (`nova.privsep.fs.get_file_extension_for_os_type`; the per-OS filesystem defaults never apply,
+ * since Nova passes the OS type `default` whenever no command exists for it).
+ */
+export function ephemeralExtension(naming: EphemeralNaming = {}, osType?: string | null): string {
+  const byOsType = naming.mkfsCommandsByOsType;
+  const own = osType != null && byOsType !== undefined && Object.hasOwn(byOsType, osType) ? byOsType[osType] : undefined;
+  const fallback = byOsType !== undefined && Object.hasOwn(byOsType, 'default') ? byOsType.default : undefined;
+  const source = own || naming.mkfsCommand || fallback || naming.defaultEphemeralFormat || 'vfat';
   return createHash('md5').update(source).digest('hex').slice(0, 7);
 }
 
@@ -105,9 +123,13 @@ export function swapBaseName(sizeMiB: number): string {
   return `swap_${sizeMiB}`;
 }
 
-/** `ephemeral_<GiB>_<ext>`: the cache name of an ephemeral base. */
-export function ephemeralBaseName(sizeGiB: number, naming: EphemeralNaming = {}): string {
-  return `ephemeral_${sizeGiB}_${ephemeralExtension(naming)}`;
+/** `ephemeral_<GiB>_<ext>`: the cache name of an ephemeral base of an instance of `osType`. */
+export function ephemeralBaseName(sizeGiB: number, naming: EphemeralNaming = {}, osType?: string | null): string {
+  return ephemeralName(sizeGiB, ephemeralExtension(naming, osType));
+}
+
+function ephemeralName(sizeGiB: number, extension: string): string {
+  return `ephemeral_${sizeGiB}_${extension}`;
 }
 
 /** True when the instance is resizing or resized, so its `_resize` directories exist. */
@@ -134,7 +156,8 @@ export function computeInUse(
   const instanceNames = new Set<string>();
   const usedSwap = new Set<string>();
   const usedEphemeral = new Set<string>();
-  const ext = ephemeralExtension(naming);
+  // One md5 per OS type, not per device.
+  const extensions = new Map<string | null | undefined, string>();
 
   for (const instance of instances) {
     instanceNames.add(instance.name);
@@ -156,7 +179,14 @@ export function computeInUse(
     }
     for (const device of instance.blockDevices ?? []) {
       if (device.kind === 'swap') usedSwap.add(swapBaseName(device.sizeMiB));
-      else usedEphemeral.add(`ephemeral_${device.sizeGiB}_${ext}`);
+      else {
+        let ext = extensions.get(instance.osType);
+        if (ext === undefined) {
+          ext = ephemeralExtension(naming, instance.osType);
+          extensions.set(instance.osType, ext);
+        }
+        usedEphemeral.add(ephemeralName(device.sizeGiB, ext));
+      }
     }
   }
   return { usedImages, instanceNames, usedSwap, usedEphemeral };

@@ -62,4 +62,21 @@ describe('in-use computation (Nova _list_running_instances)', () => {
     assert.equal(ephemeralBaseName(4), 'ephemeral_4_0706d66');
     assert.notEqual(ephemeralExtension({ mkfsCommand: 'mkfs.ext4 -L %(fs_label)s -F %(target)s', defaultEphemeralFormat: 'ext4' }), '40d1d2c');
   });
+
+  it("an OS type's own mkfs command names its instances' ephemeral bases; other OS types get the default's (Nova's virt_mkfs)", () => {
+    const linux = 'mkfs.ext3 -L %(fs_label)s -F %(target)s';
+    const naming = { mkfsCommandsByOsType: { linux }, defaultEphemeralFormat: 'ext4' };
+    assert.equal(ephemeralExtension(naming, 'linux'), ephemeralExtension({ mkfsCommand: linux }));
+    // No command for windows: Nova uses the OS type "default", whose filesystem default is vfat,
+    // so default_ephemeral_format (else vfat) names it, never windows' ntfs.
+    assert.equal(ephemeralExtension(naming, 'windows'), '40d1d2c');
+    assert.equal(ephemeralExtension({}, 'windows'), '0706d66');
+    assert.equal(ephemeralExtension({ mkfsCommandsByOsType: { linux: '' }, defaultEphemeralFormat: '' }, 'linux'), '0706d66', 'empty strings are unset');
+    const inUse = computeInUse(
+      [{ uuid: 'u', name: 'n', host: 'h', osType: 'linux', blockDevices: [{ kind: 'ephemeral', sizeGiB: 2 }] }],
+      'h',
+      naming,
+    );
+    assert.deepEqual([...inUse.usedEphemeral], [ephemeralBaseName(2, naming, 'linux')]);
+  });
 });

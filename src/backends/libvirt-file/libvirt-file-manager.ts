@@ -42,7 +42,7 @@ import { cacheDiskUsage, mtimeOf, touchFile } from '../files.js';
 import { useCachedImage } from '../use-cached-image.js';
 import { collectBackingFiles } from './backing-files.js';
 import type { InstanceStagingFile } from './backing-files.js';
-import { cacheFileName } from './naming.js';
+import { FINGERPRINT_LENGTH, cacheFileName } from './naming.js';
 import { scanBaseDirectory } from './scan.js';
 import { STORAGE_REGISTRY_FILE, StorageRegistry } from './storage-registry.js';
 
@@ -112,6 +112,9 @@ export interface InstanceDiskResult {
   readonly virtualSize: number;
 }
 
+/** What follows the fingerprint in a legacy resized base's name (Nova: `<sha1>_[0-9]+$`). */
+const RESIZED_SUFFIX = /^_[0-9]+$/;
+
 /** The pin file under the instances path, beside Nova's `compute_nodes`. */
 export const PIN_FILE = 'imagecache_pins.json';
 
@@ -129,6 +132,8 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   readonly registry: StorageRegistry;
   /** Staging files found in instance directories, per pass (keyed by the pass's scan). */
   readonly #instanceStaging = new WeakMap<BaseImageScan, readonly InstanceStagingFile[]>();
+  /** Resized variants by fingerprint, per scan. */
+  readonly #resizedIndex = new WeakMap<BaseImageScan, ReadonlyMap<string, readonly string[]>>();
   #registryCorrupt = false;
   #lastRegistration = Number.NEGATIVE_INFINITY;
   readonly #filesystemProbe: FilesystemProbe;
@@ -306,13 +311,32 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   }
 
   /**
-   * An image in use keeps its original and its legacy `_sm` base alive. A resized `<sha1>_<N>`
-   * base is in use only while some instance disk is backed by it (that is what Nova's tests
-   * observe; Nova's own loop skips list elements instead, gap C).
+   * An image in use keeps its original, its legacy `_sm` base and every legacy resized
+   * `<sha1>_<N>` base alive, as Nova's `_find_base_file` does, minus its list walk that skips the
+   * variant after each match (gap C): Nova re-creates a missing `<sha1>_<N>` from the original
+   * when a disk backed by it is started again, so they live as long as the image is used.
    */
-  protected entryNamesForImage(imageId: string): readonly string[] {
+  protected entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[] {
     const fingerprint = cacheFileName(imageId);
-    return [fingerprint, `${fingerprint}_sm`];
+    return [fingerprint, `${fingerprint}_sm`, ...(this.#resizedVariants(scan).get(fingerprint) ?? [])];
+  }
+
+  /** The scan's `<sha1>_<digits>` entries by fingerprint, indexed once per scan. */
+  #resizedVariants(scan: BaseImageScan): ReadonlyMap<string, readonly string[]> {
+    let index = this.#resizedIndex.get(scan);
+    if (index === undefined) {
+      const built = new Map<string, string[]>();
+      for (const entry of scan.entries) {
+        if (entry.kind !== 'resized' || !RESIZED_SUFFIX.test(entry.name.slice(FINGERPRINT_LENGTH))) continue;
+        const fingerprint = entry.name.slice(0, FINGERPRINT_LENGTH);
+        const names = built.get(fingerprint);
+        if (names === undefined) built.set(fingerprint, [entry.name]);
+        else names.push(entry.name);
+      }
+      index = built;
+      this.#resizedIndex.set(scan, index);
+    }
+    return index;
   }
 
   /**
