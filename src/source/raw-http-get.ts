@@ -19,6 +19,7 @@
 import net from 'node:net';
 import { createLogger } from '../log.js';
 import type { BodyExchange, ResponseHead } from './body-exchange.js';
+import { checkRequestHead } from './header-value.js';
 import { TransportError } from './http-failures.js';
 
 const log = createLogger('source');
@@ -93,6 +94,7 @@ export class RawHttpGet implements BodyExchange {
   /** Body bytes not yet received (Infinity: the body runs to the end of the connection). */
   #remaining = Number.POSITIVE_INFINITY;
   #complete = false;
+  #received = 0;
   #failure: Error | undefined;
   #closed = false;
   #paused = false;
@@ -107,10 +109,11 @@ export class RawHttpGet implements BodyExchange {
    * Connects and sends the request at once.
    *
    * @param url - an `http:` URL
-   * @param headers - request headers besides `Host` and `Connection` (values already checked to
-   *   hold no line breaks)
+   * @param headers - request headers besides `Host` and `Connection`
+   * @throws `InvalidConfigError` when the URL or a header cannot be written as is (before connecting)
    */
   constructor(url: URL, headers: Readonly<Record<string, string>>, options: RawHttpGetOptions) {
+    checkRequestHead(url, headers);
     this.url = url.href;
     this.#options = options;
     this.head = new Promise<ResponseHead>((resolve, reject) => {
@@ -150,6 +153,10 @@ export class RawHttpGet implements BodyExchange {
     for (const [name, value] of Object.entries(headers)) request += `${name}: ${value}\r\n`;
     // write, not end: a server may take a half-closed connection for a client that went away.
     socket.write(`${request}Connection: close\r\n\r\n`, 'latin1');
+  }
+
+  get received(): number {
+    return this.#delegate?.received ?? this.#received;
   }
 
   read(into: Uint8Array): Promise<number> {
@@ -216,6 +223,7 @@ export class RawHttpGet implements BodyExchange {
     const pending = this.#pending;
     if (this.#landing === 'caller' && pending !== undefined) {
       pending.filled += n;
+      this.#received += n;
       this.#remaining -= n;
       if (this.#remaining === 0) this.#finishBody();
       this.#settleIfDone();
@@ -248,6 +256,7 @@ export class RawHttpGet implements BodyExchange {
   #takeBody(from: number, n: number): void {
     const body = Math.min(n, this.#remaining);
     this.#spareEnd = from + body;
+    this.#received += body;
     this.#remaining -= body;
   }
 
