@@ -48,6 +48,8 @@ export type TransportErrorCode =
   /** A body slower than `minBytesPerSecond` over a `minSpeedWindowMs` window. */
   | 'ERR_TRANSFER_TOO_SLOW'
   | 'ERR_STREAM_PREMATURE_CLOSE'
+  /** The body of an error status framed in a way the raw client does not decode (never read). */
+  | 'ERR_BODY_NOT_READ'
   /** A response head larger than the bound: not retried, as node:http's `HPE_HEADER_OVERFLOW`. */
   | 'ERR_HTTP_HEADER_OVERFLOW';
 
