@@ -44,22 +44,34 @@ export interface SpeedFloorOptions {
  * while the consumer is busy (hashing, writing) and nothing is asked of the server, the clock
  * stops, so a slow disk never passes for a slow server. The windows run on across requests (a
  * resumed download keeps its window), and a window that falls short counts until one does not:
- * a server that trickles and resets before a window closes gains nothing by it.
+ * a server that trickles and resets before a window closes gains nothing by it. One timer serves
+ * many reads (it is armed once per window, not per read).
  */
 export class SpeedFloor {
   readonly #windowMs: number;
   /** Bytes a window must bring. */
   readonly #minBytes: number;
-  /** Time waited in the current window before the wait in progress, ms. */
+  readonly #received: () => number;
+  readonly #expire: () => void;
+  /** Time waited in the current window, ms, up to the start of the wait in progress. */
   #waitedMs = 0;
+  /** `performance.now()` when the wait in progress began. */
+  #since: number | undefined;
   /** `received()` when the current window began. */
   #windowStart = 0;
-  /** Windows in a row that fell short. */
   #shortWindows = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #failure: TransportError | undefined;
 
-  constructor(options: SpeedFloorOptions) {
+  /**
+   * @param received - bytes received from the server so far, a running total (read at window ends)
+   * @param expire - closes the request in progress when a window closes short
+   */
+  constructor(options: SpeedFloorOptions, received: () => number, expire: () => void) {
     this.#windowMs = options.windowMs;
     this.#minBytes = Math.ceil((options.minBytesPerSecond * options.windowMs) / 1000);
+    this.#received = received;
+    this.#expire = expire;
   }
 
   /** Windows in a row that brought fewer bytes than the floor (reset by one that did not). */
@@ -67,43 +79,66 @@ export class SpeedFloor {
     return this.#shortWindows;
   }
 
-  /**
-   * Awaits `work` (a read from the server), counting the wait. When a window closes during it
-   * short of bytes, rejects with `ERR_TRANSFER_TOO_SLOW` and calls `expire` (to close the request).
-   *
-   * @param received - bytes received from the server so far, a running total (read at window ends)
-   */
-  async wait<T>(work: Promise<T>, received: () => number, expire: () => void): Promise<T> {
-    if (this.#minBytes === 0) return work;
-    let segmentStart = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    const short = new Promise<never>((_resolve, reject) => {
-      const arm = (): void => {
-        timer = setTimeout(closeWindow, Math.max(1, this.#windowMs - this.#waitedMs));
-      };
-      const closeWindow = (): void => {
-        const now = received();
-        const bytes = now - this.#windowStart;
-        this.#windowStart = now;
-        this.#waitedMs = 0;
-        segmentStart = performance.now();
-        if (bytes >= this.#minBytes) {
-          this.#shortWindows = 0;
-          arm();
-          return;
-        }
-        this.#shortWindows++;
-        const rate = Math.round((bytes * 1000) / this.#windowMs);
-        reject(new TransportError('ERR_TRANSFER_TOO_SLOW', `${bytes} bytes in ${this.#windowMs} ms (${rate} B/s) is below the floor of ${this.#minBytes} bytes per window`));
-        expire();
-      };
-      arm();
-    });
-    try {
-      return await Promise.race([work, short]);
-    } finally {
-      clearTimeout(timer);
-      this.#waitedMs += performance.now() - segmentStart;
+  /** A wait for the server begins (a read is pending). */
+  begin(): void {
+    if (this.#minBytes === 0) return;
+    this.#since = performance.now();
+    if (this.#timer === undefined) {
+      this.#timer = setTimeout(this.#onTimer, Math.max(1, this.#windowMs - this.#waitedMs));
+      // The download's own reads keep the process busy; a window alone must not.
+      this.#timer.unref();
     }
   }
+
+  /** The wait ends (the read settled). */
+  end(): void {
+    if (this.#since === undefined) return;
+    this.#waitedMs += performance.now() - this.#since;
+    this.#since = undefined;
+  }
+
+  /** The `ERR_TRANSFER_TOO_SLOW` that closed the request, once; undefined when there was none. */
+  takeFailure(): TransportError | undefined {
+    const failure = this.#failure;
+    this.#failure = undefined;
+    return failure;
+  }
+
+  /** Stops the clock for good. */
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#since = undefined;
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = undefined;
+    const waiting = this.#since !== undefined;
+    if (this.#since !== undefined) {
+      const now = performance.now();
+      this.#waitedMs += now - this.#since;
+      this.#since = now;
+    }
+    if (this.#waitedMs < this.#windowMs) {
+      // Part of the window went by with nobody waiting: it goes on at the next wait.
+      if (waiting) this.begin();
+      return;
+    }
+    const total = this.#received();
+    const bytes = total - this.#windowStart;
+    this.#windowStart = total;
+    this.#waitedMs = 0;
+    if (bytes >= this.#minBytes) {
+      this.#shortWindows = 0;
+      if (waiting) this.begin();
+      return;
+    }
+    this.#shortWindows++;
+    const rate = Math.round((bytes * 1000) / this.#windowMs);
+    this.#failure = new TransportError(
+      'ERR_TRANSFER_TOO_SLOW',
+      `${bytes} bytes in ${this.#windowMs} ms of waiting (${rate} B/s), below the floor of ${this.#minBytes} bytes per window`,
+    );
+    this.#expire();
+  };
 }

@@ -68,7 +68,13 @@ export class GlanceBodyReader implements ImageReader {
 
   constructor(ctx: GlanceBodyContext) {
     this.#ctx = ctx;
-    this.#floor = new SpeedFloor(ctx.speedFloor);
+    this.#floor = new SpeedFloor(
+      ctx.speedFloor,
+      () => this.#receivedBefore + (this.#current?.received ?? 0),
+      () => {
+        this.#current?.close();
+      },
+    );
     this.#onAbort = () => {
       this.#aborted = new AbortedError('Download', ctx.imageId, ctx.signal?.reason);
       this.#current?.close();
@@ -97,14 +103,15 @@ export class GlanceBodyReader implements ImageReader {
       let n: number;
       try {
         // While skipping, read no further than the bytes to drop.
-        const read = exchange.read(this.#skip > 0 ? into.subarray(0, Math.min(into.length, this.#skip)) : into);
-        n = await this.#floor.wait(read, () => this.#receivedBefore + (this.#current?.received ?? 0), () => {
-          exchange.close();
-        });
+        this.#floor.begin();
+        n = await exchange.read(this.#skip > 0 ? into.subarray(0, Math.min(into.length, this.#skip)) : into);
       } catch (error) {
-        await this.#failed(error);
+        this.#floor.end();
+        // A window that closed short closed the request: say so, rather than "closed".
+        await this.#failed(this.#floor.takeFailure() ?? error);
         continue;
       }
+      this.#floor.end();
       if (n === 0) {
         const reached = this.#ctx.offset + this.#delivered;
         if (this.#total !== null && reached < this.#total) {
@@ -249,6 +256,7 @@ export class GlanceBodyReader implements ImageReader {
 
   #release(): void {
     this.#ctx.signal?.removeEventListener('abort', this.#onAbort);
+    this.#floor.stop();
     this.#drop();
   }
 

@@ -64,6 +64,13 @@ function trickledBody(socket: net.Socket, head: string, body: Buffer): void {
   void trickle(socket, body, BYTE_EVERY_MS);
 }
 
+/** Answers a request for `body` (honouring `Range: bytes=N-`) with the body trickled. */
+function trickledRange(socket: net.Socket, head: string, body: Buffer): void {
+  const from = Number(/bytes=(\d+)-/.exec(headerOf(head, 'range') ?? '')?.[1] ?? 0);
+  const status = from > 0 ? `206 Partial Content\r\nContent-Range: bytes ${from}-${body.length - 1}/${body.length}` : '200 OK';
+  trickledBody(socket, `HTTP/1.1 ${status}\r\nContent-Length: ${body.length - from}\r\n\r\n`, body.subarray(from));
+}
+
 /** Runs `body` against a server answering with `answer`, then closes the server. */
 async function withServer(answer: (socket: net.Socket, head: string, index: number) => void, body: (server: LoopbackServer) => Promise<void>): Promise<void> {
   const server = await startLoopback(answer);
@@ -87,9 +94,7 @@ for (const transport of TRANSPORTS) {
       const body = seededBytes(4096, 1);
       await withServer(
         (socket, head) => {
-          const from = Number(/bytes=(\d+)-/.exec(headerOf(head, 'range') ?? '')?.[1] ?? 0);
-          const status = from > 0 ? `206 Partial Content\r\nContent-Range: bytes ${from}-${body.length - 1}/${body.length}` : '200 OK';
-          trickledBody(socket, `HTTP/1.1 ${status}\r\nContent-Length: ${body.length - from}\r\n\r\n`, body.subarray(from));
+          trickledRange(socket, head, body);
         },
         async (server) => {
           const reader = await source(server.url).openReader(IMAGE);
@@ -107,9 +112,7 @@ for (const transport of TRANSPORTS) {
       const body = seededBytes(4096, 2);
       await withServer(
         (socket, head) => {
-          const from = Number(/bytes=(\d+)-/.exec(headerOf(head, 'range') ?? '')?.[1] ?? 0);
-          const status = from > 0 ? `206 Partial Content\r\nContent-Range: bytes ${from}-${body.length - 1}/${body.length}` : '200 OK';
-          trickledBody(socket, `HTTP/1.1 ${status}\r\nContent-Length: ${body.length - from}\r\n\r\n`, body.subarray(from));
+          trickledRange(socket, head, body);
           // Two bytes, then a reset: each attempt "makes progress", never enough of it.
           setTimeout(() => socket.resetAndDestroy(), BYTE_EVERY_MS * 1.5);
         },
