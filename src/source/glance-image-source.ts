@@ -2,8 +2,9 @@
  * {@link GlanceImageSource}: the {@link ImageSource} that speaks Glance v2. Metadata goes over
  * node:http / node:https; image bytes over the raw socket client for `http:` endpoints (see the
  * `transport` option) and node:http otherwise, under one state machine (`GlanceBodyReader`):
- * transient failures (5xx, 429, resets, refused connections, connect and idle timeouts) are
- * retried with jittered backoff; a download interrupted mid-body resumes with a `Range` request,
+ * transient failures (5xx, 429, resets, refused connections, connect and idle timeouts, and the
+ * deadlines of a server that trickles: head, metadata, minimum transfer rate) are retried with
+ * jittered backoff; a download interrupted mid-body resumes with a `Range` request,
  * or restarts and skips what was already delivered when the server ignores `Range`, so the caller
  * always sees one continuous byte stream.
  *
