@@ -319,6 +319,7 @@ export class RawHttpGet implements BodyExchange {
   #frame(head: ParsedHead): boolean {
     const { status } = head;
     if (status === 101) return this.#handOver('a protocol switch');
+    const bodiless = status === 204 || status === 304;
     let length = Number.POSITIVE_INFINITY;
     if (head.contentLengths.length > 0) {
       // Nothing around the digits: node:http refuses a repeated one (even the same value), a
@@ -332,9 +333,9 @@ export class RawHttpGet implements BodyExchange {
       if (success || head.contentLengths.length > 0) return this.#handOver('a Transfer-Encoding');
       // The body of an error status is never read: asking node:http again for it would only
       // cost a request (and this endpoint the raw client).
-      this.#bodyUnread = true;
+      this.#bodyUnread = !bodiless;
     }
-    this.#remaining = status === 204 || status === 304 ? 0 : length;
+    this.#remaining = bodiless ? 0 : length;
     this.#headDone = true;
     this.#resolveHead(head);
     return true;
