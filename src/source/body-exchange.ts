@@ -20,6 +20,8 @@ export interface BodyExchange {
   readonly url: string;
   /** The final response head; rejects with the transport failure (refused, reset, timeout, ...). */
   readonly head: Promise<ResponseHead>;
+  /** Body bytes received from the server so far, read or not (what a transfer rate is judged on). */
+  readonly received: number;
   /**
    * Reads body bytes into `into` (at least one, or 0 once the whole body arrived); rejects with
    * the transport failure, a body cut short included. One call at a time, after `head` resolved.

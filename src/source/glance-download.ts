@@ -12,6 +12,8 @@ import { abortableSleep } from '../abort.js';
 import { AbortedError, ImageNotActiveError, ImageServiceUnavailableError, isImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { BodyExchange, ResponseHead } from './body-exchange.js';
+import { SpeedFloor, withDeadline } from './deadlines.js';
+import type { SpeedFloorOptions } from './deadlines.js';
 import { TransportError, describeFailure, isRetryable, parseContentRange, statusFailure } from './http-failures.js';
 import type { ImageReader } from './image-reader.js';
 import { backoffDelay } from './retry.js';
@@ -31,6 +33,10 @@ export interface GlanceBodyContext {
   readonly retries: number;
   /** Delays between attempts. */
   readonly backoff: BackoffOptions;
+  /** Time a request has to bring its final response head, ms. */
+  readonly headTimeoutMs: number;
+  /** The body's minimum transfer rate. */
+  readonly speedFloor: SpeedFloorOptions;
   /**
    * Starts one GET of the body from `position` (`Range: bytes=<position>-` above 0). A rejection
    * is not the image service's doing (a failing token callback) and is not retried.
@@ -51,6 +57,9 @@ export class GlanceBodyReader implements ImageReader {
   /** Failed attempts since bytes last arrived: a long download may survive many resets. */
   #failures = 0;
   #deliveredAtLastFailure = 0;
+  readonly #floor: SpeedFloor;
+  /** Body bytes the requests before the current one received. */
+  #receivedBefore = 0;
   #ended = false;
   /** Set once the reader is finished with an error; every later call rejects with it. */
   #error: Error | undefined;
@@ -59,6 +68,13 @@ export class GlanceBodyReader implements ImageReader {
 
   constructor(ctx: GlanceBodyContext) {
     this.#ctx = ctx;
+    this.#floor = new SpeedFloor(
+      ctx.speedFloor,
+      () => this.#receivedBefore + (this.#current?.received ?? 0),
+      () => {
+        this.#current?.close();
+      },
+    );
     this.#onAbort = () => {
       this.#aborted = new AbortedError('Download', ctx.imageId, ctx.signal?.reason);
       this.#current?.close();
@@ -87,11 +103,15 @@ export class GlanceBodyReader implements ImageReader {
       let n: number;
       try {
         // While skipping, read no further than the bytes to drop.
+        this.#floor.begin();
         n = await exchange.read(this.#skip > 0 ? into.subarray(0, Math.min(into.length, this.#skip)) : into);
       } catch (error) {
-        await this.#failed(error);
+        this.#floor.end();
+        // A window that closed short closed the request: say so, rather than "closed".
+        await this.#failed(this.#floor.takeFailure() ?? error);
         continue;
       }
+      this.#floor.end();
       if (n === 0) {
         const reached = this.#ctx.offset + this.#delivered;
         if (this.#total !== null && reached < this.#total) {
@@ -132,7 +152,11 @@ export class GlanceBodyReader implements ImageReader {
       let head: ResponseHead;
       try {
         this.#check();
-        head = await exchange.head;
+        const { headTimeoutMs } = this.#ctx;
+        // Interim 1xx heads and a head trickled a byte at a time keep the socket busy, never the deadline.
+        head = await withDeadline(exchange.head, headTimeoutMs, 'ERR_HEAD_TIMEOUT', `no response head from ${exchange.url} within ${headTimeoutMs} ms`, () => {
+          exchange.close();
+        });
       } catch (error) {
         await this.#failed(error);
         continue;
@@ -142,8 +166,7 @@ export class GlanceBodyReader implements ImageReader {
         this.#accept(exchange, head, position);
         return exchange;
       }
-      exchange.close();
-      this.#current = undefined;
+      this.#drop();
       if (status === 416 && position > 0 && parseContentRange(head.header('content-range'))?.total === position) {
         // Asked for the bytes after the last one: the image ends exactly here.
         this.#finish();
@@ -182,19 +205,20 @@ export class GlanceBodyReader implements ImageReader {
 
   /** Counts a failed attempt and waits before the next one; throws when it is the last. */
   async #failed(error: unknown): Promise<void> {
-    this.#current?.close();
-    this.#current = undefined;
+    this.#drop();
     this.#check();
     const { imageId, retries, backoff, signal } = this.#ctx;
     if (!isRetryable(error)) {
       throw this.#fatal(isImageCacheError(error) ? error : new ImageServiceUnavailableError(imageId, this.#failures + 1, error));
     }
-    if (this.#delivered > this.#deliveredAtLastFailure) {
+    // Bytes a window found too few are no progress: a trickle is not let off its retries.
+    const tooSlow = (error as { code?: unknown }).code === 'ERR_TRANSFER_TOO_SLOW';
+    if (!tooSlow && this.#delivered > this.#deliveredAtLastFailure) {
       this.#failures = 0;
       this.#deliveredAtLastFailure = this.#delivered;
     }
     this.#failures++;
-    if (this.#failures > retries) throw this.#fatal(new ImageServiceUnavailableError(imageId, this.#failures, error));
+    if (this.#failures > retries || this.#floor.shortWindows > retries) throw this.#fatal(new ImageServiceUnavailableError(imageId, this.#failures, error));
     const delay = backoffDelay(this.#failures, backoff);
     log(
       'download of image %s failed at byte %d (%s); retry %d/%d in %d ms',
@@ -232,7 +256,16 @@ export class GlanceBodyReader implements ImageReader {
 
   #release(): void {
     this.#ctx.signal?.removeEventListener('abort', this.#onAbort);
-    this.#current?.close();
+    this.#floor.stop();
+    this.#drop();
+  }
+
+  /** Closes the current request, keeping the count of what it received. */
+  #drop(): void {
+    const exchange = this.#current;
+    if (exchange === undefined) return;
     this.#current = undefined;
+    exchange.close();
+    this.#receivedBefore += exchange.received;
   }
 }

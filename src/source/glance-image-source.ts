@@ -2,8 +2,9 @@
  * {@link GlanceImageSource}: the {@link ImageSource} that speaks Glance v2. Metadata goes over
  * node:http / node:https; image bytes over the raw socket client for `http:` endpoints (see the
  * `transport` option) and node:http otherwise, under one state machine (`GlanceBodyReader`):
- * transient failures (5xx, 429, resets, refused connections, connect and idle timeouts) are
- * retried with jittered backoff; a download interrupted mid-body resumes with a `Range` request,
+ * transient failures (5xx, 429, resets, refused connections, connect and idle timeouts, and the
+ * deadlines of a server that trickles: head, metadata, minimum transfer rate) are retried with
+ * jittered backoff; a download interrupted mid-body resumes with a `Range` request,
  * or restarts and skips what was already delivered when the server ignores `Range`, so the caller
  * always sees one continuous byte stream.
  *
@@ -17,8 +18,9 @@ import { createLogger } from '../log.js';
 import type { BodyExchange } from './body-exchange.js';
 import { GlanceBodyReader } from './glance-download.js';
 import { checkToken, resolveOptions } from './glance-options.js';
+import { HEADER_VALUE_RULE } from './header-value.js';
 import type { GlanceImageSourceOptions, ResolvedOptions } from './glance-options.js';
-import { describeFailure, isRetryable, statusFailure } from './http-failures.js';
+import { TransportError, describeFailure, isRetryable, statusFailure } from './http-failures.js';
 import { readableFromReader } from './image-reader.js';
 import type { ImageReader } from './image-reader.js';
 import type { ImageInfo, ImageSource, OpenImageOptions, SourceCallOptions } from './image-source.js';
@@ -116,6 +118,10 @@ export class GlanceImageSource implements ImageSource {
           get.fail(new AbortedError('Describe', imageId, signal?.reason));
         };
         signal?.addEventListener('abort', abort, { once: true });
+        // The idle timeout fires only on silence: this bounds a head or body trickled a byte at a time.
+        const deadline = setTimeout(() => {
+          get.fail(new TransportError('ERR_METADATA_TIMEOUT', `no whole answer from ${get.url} within ${opts.metadataTimeoutMs} ms`));
+        }, opts.metadataTimeoutMs);
         try {
           if (signal?.aborted === true) abort();
           const res = await get.response;
@@ -138,6 +144,7 @@ export class GlanceImageSource implements ImageSource {
           if (info.status !== 'active') throw new ImageNotActiveError(imageId, info.status);
           return info;
         } finally {
+          clearTimeout(deadline);
           signal?.removeEventListener('abort', abort);
         }
       },
@@ -189,8 +196,17 @@ export class GlanceImageSource implements ImageSource {
     }
     if (signal?.aborted === true) throw new AbortedError('Download', imageId, signal.reason);
     const path = `/v2/images/${encodeURIComponent(imageId)}/file`;
-    const { retries, backoff } = this.#options;
-    const reader = new GlanceBodyReader({ imageId, offset, signal, retries, backoff, start: (position) => this.#startBody(path, position) });
+    const { retries, backoff, headTimeoutMs, speedFloor } = this.#options;
+    const reader = new GlanceBodyReader({
+      imageId,
+      offset,
+      signal,
+      retries,
+      backoff,
+      headTimeoutMs,
+      speedFloor,
+      start: (position) => this.#startBody(path, position),
+    });
     await reader.begin();
     return reader;
   }
@@ -218,7 +234,7 @@ export class GlanceImageSource implements ImageSource {
     const { token } = this.#options;
     const value = typeof token === 'function' ? await token() : token;
     const all: Record<string, string> = { 'user-agent': 'virt-imagecache', ...extra };
-    if (value !== undefined) all['x-auth-token'] = checkToken(value, 'a function returning a non-empty string without CR, LF or NUL');
+    if (value !== undefined) all['x-auth-token'] = checkToken(value, `a function returning a non-empty string of ${HEADER_VALUE_RULE}`);
     return all;
   }
 

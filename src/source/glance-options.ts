@@ -5,6 +5,8 @@
  */
 import { Agent } from 'node:http';
 import { InvalidConfigError } from '../errors.js';
+import { HEADER_VALUE_RULE, isHeaderValue } from './header-value.js';
+import type { SpeedFloorOptions } from './deadlines.js';
 import type { BackoffOptions } from './retry.js';
 
 /** Options of {@link GlanceImageSource}. */
@@ -20,6 +22,21 @@ export interface GlanceImageSourceOptions {
   readonly connectTimeoutMs?: number | undefined;
   /** Longest socket inactivity while waiting for headers or body bytes, ms. Default 30000. */
   readonly idleTimeoutMs?: number | undefined;
+  /**
+   * Time allowed for an image download request to get its final response head (connecting
+   * included; interim `1xx` heads do not extend it), ms. Default 60000.
+   */
+  readonly headTimeoutMs?: number | undefined;
+  /** Time allowed for one metadata request, from connecting to the whole answer, ms. Default 60000. */
+  readonly metadataTimeoutMs?: number | undefined;
+  /**
+   * Minimum transfer rate of an image body, bytes per second on average over each
+   * `minSpeedWindowMs` of waiting for the server (curl's `--speed-limit`); 0 turns it off.
+   * Default 1024.
+   */
+  readonly minBytesPerSecond?: number | undefined;
+  /** The window of `minBytesPerSecond`, ms (curl's `--speed-time`). Default 30000. */
+  readonly minSpeedWindowMs?: number | undefined;
   /** Retries after the first attempt (so `retries + 1` attempts). Default 5. */
   readonly retries?: number | undefined;
   /** Cap of the first backoff delay, ms (full jitter, doubling per retry). Default 200. */
@@ -44,6 +61,10 @@ export interface GlanceImageSourceOptions {
 const DEFAULTS = {
   connectTimeoutMs: 10_000,
   idleTimeoutMs: 30_000,
+  headTimeoutMs: 60_000,
+  metadataTimeoutMs: 60_000,
+  minBytesPerSecond: 1024,
+  minSpeedWindowMs: 30_000,
   retries: 5,
   backoffBaseMs: 200,
   backoffMaxMs: 5_000,
@@ -59,24 +80,24 @@ const KNOWN_OPTIONS: ReadonlySet<string> = new Set([
   'transport',
 ]);
 
-/** Characters that cannot be sent in a header value (they would end or split the header). */
-const HEADER_BREAKING = /[\r\n\0]/;
-
 /**
- * Checks a token to be sent as `X-Auth-Token`: a non-empty string that cannot break out of its
- * header line.
+ * Checks a token to be sent as `X-Auth-Token`: a non-empty string that goes on the wire byte for
+ * byte (see `isHeaderValue`). Called for every request when the token comes from a function.
  *
- * @throws `InvalidConfigError` for anything else
+ * @throws `InvalidConfigError` for anything else (the token itself is not shown)
  */
 export function checkToken(value: unknown, accepted: string): string {
-  if (typeof value !== 'string' || value === '' || HEADER_BREAKING.test(value)) {
-    throw new InvalidConfigError('token', accepted, typeof value === 'string' && value !== '' ? '(a string with CR, LF or NUL)' : value);
+  if (typeof value !== 'string' || value === '' || !isHeaderValue(value)) {
+    throw new InvalidConfigError('token', accepted, typeof value === 'string' && value !== '' ? '(a string that is not a header value)' : value);
   }
   return value;
 }
 
 /** node's timers silently turn anything above this into 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** 1 GiB/s: a floor above any link a compute host downloads images over. */
+const MAX_MIN_BYTES_PER_SECOND = 2 ** 30;
 
 /** {@link GlanceImageSourceOptions} checked, with defaults applied. */
 export interface ResolvedOptions {
@@ -85,6 +106,10 @@ export interface ResolvedOptions {
   readonly token: GlanceImageSourceOptions['token'];
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  readonly headTimeoutMs: number;
+  readonly metadataTimeoutMs: number;
+  /** The body's minimum transfer rate. */
+  readonly speedFloor: SpeedFloorOptions;
   readonly retries: number;
   readonly backoff: BackoffOptions;
   readonly agent: Agent | undefined;
@@ -126,7 +151,7 @@ export function resolveOptions(options: GlanceImageSourceOptions): ResolvedOptio
   if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '') {
     throw new InvalidConfigError('endpoint', 'an http:// or https:// URL without query or fragment', endpoint);
   }
-  if (token !== undefined && typeof token !== 'function') checkToken(token, 'a non-empty string or a function returning one');
+  if (token !== undefined && typeof token !== 'function') checkToken(token, `a non-empty string of ${HEADER_VALUE_RULE}, or a function returning one`);
   if (!([undefined, 'auto', 'node-http'] as unknown[]).includes(transport)) {
     throw new InvalidConfigError('transport', "'auto' or 'node-http'", transport);
   }
@@ -150,12 +175,19 @@ export function resolveOptions(options: GlanceImageSourceOptions): ResolvedOptio
   if (typeof retries !== 'number' || !Number.isSafeInteger(retries) || retries < 0 || retries > 1000) {
     throw new InvalidConfigError('retries', 'an integer from 0 to 1000', retries);
   }
+  const minBytesPerSecond = options.minBytesPerSecond ?? DEFAULTS.minBytesPerSecond;
+  if (typeof minBytesPerSecond !== 'number' || !Number.isSafeInteger(minBytesPerSecond) || minBytesPerSecond < 0 || minBytesPerSecond > MAX_MIN_BYTES_PER_SECOND) {
+    throw new InvalidConfigError('minBytesPerSecond', `an integer from 0 (off) to ${MAX_MIN_BYTES_PER_SECOND}`, minBytesPerSecond);
+  }
   return {
     base: url.href.replace(/\/+$/, ''),
     secure: url.protocol === 'https:',
     token,
     connectTimeoutMs: checkTimer('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 1),
     idleTimeoutMs: checkTimer('idleTimeoutMs', options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs, 1),
+    headTimeoutMs: checkTimer('headTimeoutMs', options.headTimeoutMs ?? DEFAULTS.headTimeoutMs, 1),
+    metadataTimeoutMs: checkTimer('metadataTimeoutMs', options.metadataTimeoutMs ?? DEFAULTS.metadataTimeoutMs, 1),
+    speedFloor: { minBytesPerSecond, windowMs: checkTimer('minSpeedWindowMs', options.minSpeedWindowMs ?? DEFAULTS.minSpeedWindowMs, 1) },
     retries,
     backoff: { baseMs: backoffBaseMs, maxMs: backoffMaxMs, random },
     agent,

@@ -22,6 +22,9 @@ const RETRYABLE_CODES: ReadonlySet<string> = new Set([
   'ERR_STREAM_PREMATURE_CLOSE',
   'ERR_CONNECT_TIMEOUT',
   'ERR_IDLE_TIMEOUT',
+  'ERR_HEAD_TIMEOUT',
+  'ERR_METADATA_TIMEOUT',
+  'ERR_TRANSFER_TOO_SLOW',
 ]);
 
 /** An HTTP answer that is not the one asked for; 5xx and 429 are worth retrying. */
@@ -38,7 +41,15 @@ export class HttpStatusError extends Error {
 export type TransportErrorCode =
   | 'ERR_CONNECT_TIMEOUT'
   | 'ERR_IDLE_TIMEOUT'
+  /** No final response head within `headTimeoutMs`, however many bytes came. */
+  | 'ERR_HEAD_TIMEOUT'
+  /** A metadata request not answered in full within `metadataTimeoutMs`. */
+  | 'ERR_METADATA_TIMEOUT'
+  /** A body slower than `minBytesPerSecond` over a `minSpeedWindowMs` window. */
+  | 'ERR_TRANSFER_TOO_SLOW'
   | 'ERR_STREAM_PREMATURE_CLOSE'
+  /** The body of an error status framed in a way the raw client does not decode (never read). */
+  | 'ERR_BODY_NOT_READ'
   /** A response head larger than the bound: not retried, as node:http's `HPE_HEADER_OVERFLOW`. */
   | 'ERR_HTTP_HEADER_OVERFLOW';
 

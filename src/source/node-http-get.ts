@@ -6,9 +6,10 @@
  * @module
  */
 import { request as httpRequest } from 'node:http';
-import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, RequestOptions } from 'node:http';
+import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { BodyExchange, ResponseHead } from './body-exchange.js';
+import { checkRequestHead } from './header-value.js';
 import type { ResolvedOptions } from './glance-options.js';
 import { TransportError } from './http-failures.js';
 import { readerFromReadable } from './image-reader.js';
@@ -30,7 +31,9 @@ export class HttpGet {
   #listener: ((error: Error) => void) | undefined;
   #rejectResponse: ((error: Error) => void) | undefined;
 
-  constructor(url: URL, headers: OutgoingHttpHeaders, options: ResolvedOptions) {
+  /** @throws `InvalidConfigError` when the URL or a header cannot be written as is (before connecting) */
+  constructor(url: URL, headers: Readonly<Record<string, string>>, options: ResolvedOptions) {
+    checkRequestHead(url, headers);
     this.url = url.href;
     let resolveResponse!: (res: IncomingMessage) => void;
     this.response = new Promise<IncomingMessage>((resolve, reject) => {
@@ -138,6 +141,7 @@ export class NodeHttpExchange implements BodyExchange {
   #res: IncomingMessage | undefined;
   #reader: ImageReader | undefined;
   #failure: Error | undefined;
+  #received = 0;
   readonly #rejectClosed: (error: Error) => void;
 
   constructor(get: HttpGet) {
@@ -170,6 +174,11 @@ export class NodeHttpExchange implements BodyExchange {
     this.head.catch(() => undefined);
   }
 
+  /** Counted as read: a read here returns as soon as anything is buffered, so nothing waits uncounted. */
+  get received(): number {
+    return this.#received;
+  }
+
   async read(into: Uint8Array): Promise<number> {
     const reader = this.#reader;
     const res = this.#res;
@@ -183,6 +192,7 @@ export class NodeHttpExchange implements BodyExchange {
     if (n === 0 && !res.complete) {
       throw this.#reported(new TransportError('ERR_STREAM_PREMATURE_CLOSE', `${this.url} closed the connection mid-body`));
     }
+    this.#received += n;
     return n;
   }
 

@@ -19,6 +19,7 @@
 import net from 'node:net';
 import { createLogger } from '../log.js';
 import type { BodyExchange, ResponseHead } from './body-exchange.js';
+import { checkRequestHead } from './header-value.js';
 import { TransportError } from './http-failures.js';
 
 const log = createLogger('source');
@@ -32,31 +33,42 @@ const SPARE_BYTES = 128 * 1024;
 /** Largest read into the spare buffer (the rest keeps room for what is still unread there). */
 const SPARE_READ_BYTES = 64 * 1024;
 
-/** A header line: a token, a colon, the value (surrounding blanks trimmed). */
-const HEADER_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*$/;
+/**
+ * A header line: a token, a colon, the value (surrounding blanks trimmed), of the bytes llhttp
+ * takes in a value (no control characters but tab).
+ */
+const HEADER_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*$/;
 
 /** The status line of an HTTP/1.x response. */
-const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: [^\r\n]*)?$/;
+const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: [\t\x20-\x7e\x80-\xff]*)?$/;
 
 /** The end of a head, and of one with bare LF line ends. */
 const CRLF_CRLF = Buffer.from('\r\n\r\n', 'latin1');
 const LF_LF = Buffer.from('\n\n', 'latin1');
 
+/** A parsed head, with what framing needs that a joined header value hides. */
+interface ParsedHead extends ResponseHead {
+  /** Each `Content-Length` line's value, as sent after the colon's blanks (trailing ones kept). */
+  readonly contentLengths: readonly string[];
+}
+
 /** Status line and header fields of an HTTP/1.x head; undefined for anything else. */
-function parseHead(text: string): ResponseHead | undefined {
+function parseHead(text: string): ParsedHead | undefined {
   const [statusLine = '', ...lines] = text.split('\r\n');
   const status = STATUS_LINE.exec(statusLine);
   if (status === null) return undefined;
   const headers = new Map<string, string>();
+  const contentLengths: string[] = [];
   for (const line of lines) {
     const match = HEADER_LINE.exec(line);
     if (match === null) return undefined;
     const name = (match[1] ?? '').toLowerCase();
     const value = match[2] ?? '';
+    if (name === 'content-length') contentLengths.push(line.slice(line.indexOf(':') + 1).replace(/^[ \t]+/, ''));
     const previous = headers.get(name);
     headers.set(name, previous === undefined ? value : `${previous}, ${value}`);
   }
-  return { status: Number(status[1]), header: (name) => headers.get(name) };
+  return { status: Number(status[1]), header: (name) => headers.get(name), contentLengths };
 }
 
 /** Options of {@link RawHttpGet}. */
@@ -93,6 +105,9 @@ export class RawHttpGet implements BodyExchange {
   /** Body bytes not yet received (Infinity: the body runs to the end of the connection). */
   #remaining = Number.POSITIVE_INFINITY;
   #complete = false;
+  /** Set for a response whose body this client does not decode (reads fail). */
+  #bodyUnread = false;
+  #received = 0;
   #failure: Error | undefined;
   #closed = false;
   #paused = false;
@@ -107,10 +122,11 @@ export class RawHttpGet implements BodyExchange {
    * Connects and sends the request at once.
    *
    * @param url - an `http:` URL
-   * @param headers - request headers besides `Host` and `Connection` (values already checked to
-   *   hold no line breaks)
+   * @param headers - request headers besides `Host` and `Connection`
+   * @throws `InvalidConfigError` when the URL or a header cannot be written as is (before connecting)
    */
   constructor(url: URL, headers: Readonly<Record<string, string>>, options: RawHttpGetOptions) {
+    checkRequestHead(url, headers);
     this.url = url.href;
     this.#options = options;
     this.head = new Promise<ResponseHead>((resolve, reject) => {
@@ -152,10 +168,15 @@ export class RawHttpGet implements BodyExchange {
     socket.write(`${request}Connection: close\r\n\r\n`, 'latin1');
   }
 
+  get received(): number {
+    return this.#delegate?.received ?? this.#received;
+  }
+
   read(into: Uint8Array): Promise<number> {
     if (this.#delegate !== undefined) return this.#delegate.read(into);
     if (this.#closed) return Promise.reject(this.#closedError());
     if (!this.#headDone) return Promise.reject(new Error(`read from ${this.url} before its response head`));
+    if (this.#bodyUnread) return Promise.reject(new TransportError('ERR_BODY_NOT_READ', `${this.url} sent an error status with a Transfer-Encoding, whose body is not read`));
     if (this.#pending !== undefined) return Promise.reject(new Error(`concurrent reads from ${this.url}`));
     if (into.length === 0) return Promise.reject(new RangeError('read into an empty buffer'));
     return new Promise<number>((resolve, reject) => {
@@ -216,6 +237,7 @@ export class RawHttpGet implements BodyExchange {
     const pending = this.#pending;
     if (this.#landing === 'caller' && pending !== undefined) {
       pending.filled += n;
+      this.#received += n;
       this.#remaining -= n;
       if (this.#remaining === 0) this.#finishBody();
       this.#settleIfDone();
@@ -248,6 +270,7 @@ export class RawHttpGet implements BodyExchange {
   #takeBody(from: number, n: number): void {
     const body = Math.min(n, this.#remaining);
     this.#spareEnd = from + body;
+    this.#received += body;
     this.#remaining -= body;
   }
 
@@ -287,23 +310,32 @@ export class RawHttpGet implements BodyExchange {
     }
   }
 
-  /** Decides how the body is delimited, or hands the request over when it is not read here. */
-  #frame(head: ResponseHead): boolean {
+  /**
+   * Decides how the body is delimited, or hands the request over when it is not read here. Read
+   * here: at most one plain decimal `Content-Length` and no `Transfer-Encoding`, whatever the
+   * status (node:http refuses a 304 with two, a 5xx with both); node:http judges anything else,
+   * except the common chunked error answer: its head is taken here, its body not read at all.
+   */
+  #frame(head: ParsedHead): boolean {
     const { status } = head;
     if (status === 101) return this.#handOver('a protocol switch');
-    const success = status >= 200 && status < 300 && status !== 204;
-    if (success && head.header('transfer-encoding') !== undefined) return this.#handOver('a Transfer-Encoding');
-    const lengthHeader = head.header('content-length');
-    if (status === 204 || status === 304) {
-      this.#remaining = 0;
-    } else if (lengthHeader !== undefined) {
-      // Repeated identical values are one length (RFC 9112 §6.3); node:http judges anything else.
-      const values = new Set(lengthHeader.split(',').map((v) => v.trim()));
-      const [value = ''] = values;
-      const length = Number(value);
-      if (values.size !== 1 || !/^\d+$/.test(value) || !Number.isSafeInteger(length)) return this.#handOver('an odd Content-Length');
-      this.#remaining = length;
+    const bodiless = status === 204 || status === 304;
+    let length = Number.POSITIVE_INFINITY;
+    if (head.contentLengths.length > 0) {
+      // Nothing around the digits: node:http refuses a repeated one (even the same value), a
+      // sign, a list, a tab after it.
+      const [value = ''] = head.contentLengths;
+      length = Number(value);
+      if (head.contentLengths.length !== 1 || !/^\d+$/.test(value) || !Number.isSafeInteger(length)) return this.#handOver('an odd Content-Length');
     }
+    if (head.header('transfer-encoding') !== undefined) {
+      const success = status >= 200 && status < 300 && status !== 204;
+      if (success || head.contentLengths.length > 0) return this.#handOver('a Transfer-Encoding');
+      // The body of an error status is never read: asking node:http again for it would only
+      // cost a request (and this endpoint the raw client).
+      this.#bodyUnread = !bodiless;
+    }
+    this.#remaining = bodiless ? 0 : length;
     this.#headDone = true;
     this.#resolveHead(head);
     return true;

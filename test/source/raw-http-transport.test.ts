@@ -236,7 +236,7 @@ describe('the raw HTTP client on the wire', () => {
   it('interim 1xx responses are skipped, and bytes past Content-Length never reach the caller', async () => {
     const { url, server } = await rawServer((socket) => {
       socket.write('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n');
-      socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhelloGARBAGE');
+      socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloGARBAGE');
     });
     servers.push(server);
     const reader = await source(url).openReader(IMAGE);
