@@ -5,6 +5,7 @@
  */
 import { Agent } from 'node:http';
 import { InvalidConfigError } from '../errors.js';
+import { MAX_TIMER_MS } from '../timer.js';
 import type { BackoffOptions } from './retry.js';
 
 /** Options of {@link GlanceImageSource}. */
@@ -74,9 +75,6 @@ export function checkToken(value: unknown, accepted: string): string {
   }
   return value;
 }
-
-/** node's timers silently turn anything above this into 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** {@link GlanceImageSourceOptions} checked, with defaults applied. */
 export interface ResolvedOptions {
