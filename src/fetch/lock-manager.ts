@@ -199,8 +199,9 @@ export class LockManager {
         void previous.then(resolve);
       });
     } catch (err) {
-      // Keep the queue order: our turn is passed on as soon as it comes.
-      release();
+      // Keep the queue order: our turn is passed on as soon as it comes, and not before (releasing
+      // now would forget the queue while the holder ahead still holds the lock).
+      void previous.then(release);
       throw err;
     } finally {
       timer?.clear();

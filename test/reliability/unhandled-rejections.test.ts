@@ -226,6 +226,27 @@ describe('class 6: no failure or abort leaves an unhandled rejection', () => {
     });
   });
 
+  it('a lock waiter that leaves (abort or timeout) never makes a held lock look free', async () => {
+    const locks = new LockManager();
+    for (const leave of ['abort', 'timeout'] as const) {
+      const holder = await locks.acquire('image');
+      const controller = new AbortController();
+      const leaving = locks.acquire('image', leave === 'abort' ? { signal: controller.signal } : { timeoutMs: 1 });
+      controller.abort();
+      await assert.rejects(leaving, { code: leave === 'abort' ? 'ERR_ABORTED' : 'ERR_LOCK_TIMEOUT' });
+      // Main forgot the queue when its last waiter left: the next caller got the lock at once.
+      let next = false;
+      const after = locks.acquire('image').then((lock) => {
+        next = true;
+        return lock;
+      });
+      await sleep(30);
+      assert.equal(next, false, `after a waiter's ${leave}, a second caller got the lock while it was held`);
+      await holder.release();
+      await (await after).release();
+    }
+  });
+
   it('pre-cache fan-outs with per-host deadlines and caller aborts at random delays', async (t) => {
     await withSeed(t, async (seed) => {
       const rng = new Rng(seed);
