@@ -15,7 +15,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 import { abortableSleep } from '../../src/abort.js';
 import { LockManager } from '../../src/fetch/lock-manager.js';
 import { Throttle } from '../../src/fetch/throttle.js';
@@ -77,6 +77,34 @@ describe('class 8: memory and timers stay bounded', () => {
     // Main kept ~100 (memory backend) to ~212 (libvirt-file) bytes per id forever; GC noise is a
     // few hundred KB per round, a few bytes per id.
     assert.ok(perId < 30, `the heap grew by ${total} bytes over ${rounds * perRound} unknown ids (${perId.toFixed(1)} per id)`);
+  });
+
+  it('setLongTimeout fires once, at its delay, however long; a cleared or infinite one never', async () => {
+    // Imported here so that the file's other tests still run (and fail) on a tree without it.
+    const { setLongTimeout } = await import('../../src/timer.js');
+    // Mocked node timers: a real wait of 2^33 ms is 99 days. Each tick fires what is due and lets
+    // the chain arm its next step, as real timers do.
+    mock.timers.enable({ apis: ['setTimeout'] });
+    try {
+      let fired = 0;
+      setLongTimeout(() => (fired += 1), 2 ** 33 + 5);
+      for (let step = 0; step < 4; step += 1) {
+        mock.timers.tick(MAX_TIMER_MS);
+        assert.equal(fired, 0, `fired after ${step + 1} × 2^31 - 1 ms`);
+      }
+      mock.timers.tick(8);
+      assert.equal(fired, 0, 'fired 1 ms early');
+      mock.timers.tick(1);
+      assert.equal(fired, 1, 'did not fire at 2^33 + 5 ms');
+      const cleared = setLongTimeout(() => (fired += 10), 2 ** 32);
+      setLongTimeout(() => (fired += 100), Infinity);
+      mock.timers.tick(MAX_TIMER_MS);
+      cleared.clear();
+      for (let step = 0; step < 8; step += 1) mock.timers.tick(MAX_TIMER_MS);
+      assert.equal(fired, 1);
+    } finally {
+      mock.timers.reset();
+    }
   });
 
   it('a lock wait of 2^31 ms waits for the holder instead of timing out after 1 ms', async () => {
