@@ -4,13 +4,17 @@
  * @module
  */
 import { AbortedError } from './errors.js';
+import { setLongTimeout } from './timer.js';
 
 /** Throws {@link AbortedError} when `signal` is aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined, what: string, imageId?: string): void {
   if (signal?.aborted === true) throw new AbortedError(what, imageId, signal.reason);
 }
 
-/** Resolves after `ms`, or rejects with {@link AbortedError} as soon as `signal` aborts. */
+/**
+ * Resolves after `ms` (any length: see `setLongTimeout`), or rejects with {@link AbortedError} as
+ * soon as `signal` aborts.
+ */
 export function abortableSleep(
   ms: number,
   signal: AbortSignal | undefined,
@@ -24,10 +28,10 @@ export function abortableSleep(
     }
     const onAbort = (): void => {
       // The timer is cleared so nothing keeps the process alive after an abort.
-      clearTimeout(timer);
+      timer.clear();
       reject(new AbortedError(what, imageId, signal?.reason));
     };
-    const timer = setTimeout(() => {
+    const timer = setLongTimeout(() => {
       signal?.removeEventListener('abort', onAbort);
       resolve();
     }, ms);
@@ -36,8 +40,17 @@ export function abortableSleep(
 }
 
 /**
+ * Marks `promise` as handled: for work whose outcome nobody waits for any more (its caller gave
+ * up), whose failure would otherwise be an unhandled rejection, which ends a Node process.
+ */
+export function abandon(promise: Promise<unknown>): void {
+  promise.catch(() => undefined);
+}
+
+/**
  * Races `promise` against `signal`: rejects with {@link AbortedError} when the signal aborts first.
- * The promise itself keeps running; use this only to stop *waiting*.
+ * The promise itself keeps running (its later failure is handled here); use this only to stop
+ * *waiting*.
  */
 export function raceAbort<T>(
   promise: Promise<T>,
@@ -46,7 +59,10 @@ export function raceAbort<T>(
   imageId?: string,
 ): Promise<T> {
   if (signal === undefined) return promise;
-  if (signal.aborted) return Promise.reject(new AbortedError(what, imageId, signal.reason));
+  if (signal.aborted) {
+    abandon(promise);
+    return Promise.reject(new AbortedError(what, imageId, signal.reason));
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => {
       reject(new AbortedError(what, imageId, signal.reason));

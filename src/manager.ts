@@ -32,7 +32,7 @@ import type {
 } from './cache-entry.js';
 import { systemClock } from './clock.js';
 import type { Clock } from './clock.js';
-import { InvalidConfigError, LockTimeoutError, UnsupportedError, isImageCacheError } from './errors.js';
+import { LockTimeoutError, UnsupportedError, isImageCacheError } from './errors.js';
 import type { DownloadProgress, ProgressListener } from './fetch/download.js';
 import { ImageFetcher } from './fetch/image-fetcher.js';
 import type { EnsureResult, FetchTarget } from './fetch/image-fetcher.js';
@@ -44,9 +44,9 @@ import { computeInUse } from './instances.js';
 import type { EphemeralNaming, InUseSet, InstanceRecord } from './instances.js';
 import { createLogger } from './log.js';
 import type { Logger } from './log.js';
-import { resolveImageCacheOptions } from './options.js';
+import { bytesPerSecondOrInfinity, resolveImageCacheOptions } from './options.js';
 import type { ImageCacheOptions, ResolvedImageCacheOptions } from './options.js';
-import { MemoryPinStore } from './pins.js';
+import { MemoryPinStore, checkPinTtlSeconds } from './pins.js';
 import type { PinMap, PinStore } from './pins.js';
 import type { ImageSource } from './source/image-source.js';
 
@@ -89,7 +89,7 @@ export interface CacheImageOptions {
    * `cache_image` does.
    */
   readonly tolerateTouchErrors?: boolean | undefined;
-  /** Speed cap for this download, bytes per second. */
+  /** Speed cap for this download, bytes per second (at least 1, or Infinity). */
   readonly bytesPerSecond?: number | undefined;
 }
 
@@ -405,6 +405,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
    */
   async cacheImage(imageId: string, options: CacheImageOptions = {}): Promise<CacheImageResult> {
     assertValidImageId(imageId);
+    if (options.bytesPerSecond !== undefined) bytesPerSecondOrInfinity('bytesPerSecond', options.bytesPerSecond);
     const target = this.fetchTargetFor(imageId);
     const tolerate = options.tolerateTouchErrors ?? false;
     const fill = this.#capacity.beginFill(imageId, target.name);
@@ -451,9 +452,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
    */
   async pinImage(imageId: string, ttlSeconds: number): Promise<number> {
     assertValidImageId(imageId);
-    if (!Number.isFinite(ttlSeconds) || ttlSeconds <= 0) {
-      throw new InvalidConfigError('pin ttlSeconds', 'a number of seconds > 0', ttlSeconds);
-    }
+    checkPinTtlSeconds('pin ttlSeconds', ttlSeconds);
     const untilMs = this.clock.now() + ttlSeconds * 1000;
     await this.pins.pin(imageId, untilMs);
     this.log('pinned %s until %s', imageId, new Date(untilMs).toISOString());
@@ -772,6 +771,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
 
   #recordRemoval(removed: RemovedEntry): void {
     this.#capacity.stats.removal(removed);
+    this.#capacity.forget(removed.name);
     this.emit('removed', removed);
   }
 

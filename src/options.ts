@@ -6,6 +6,7 @@
  * @module
  */
 import { InvalidConfigError } from './errors.js';
+import { MAX_TIMER_MS } from './timer.js';
 
 /**
  * The cache options every {@link ImageManager} understands. Nova option names are given for each.
@@ -37,7 +38,7 @@ export interface ImageCacheOptions {
   readonly maxConcurrentDownloads?: number;
   /** Largest image accepted, in bytes; larger ones fail with `ImageTooLargeError`. Default: no limit. */
   readonly maxImageSizeBytes?: number;
-  /** Cap on download speed, bytes per second, per download. Default: no cap. */
+  /** Cap on download speed, bytes per second (at least 1), per download. Default: no cap. */
   readonly downloadBytesPerSecond?: number;
   /** Fail when the image service publishes no checksum at all. Default false (size is still verified). */
   readonly requireChecksum?: boolean;
@@ -47,7 +48,7 @@ export interface ImageCacheOptions {
   readonly lockTimeoutMs?: number;
   /**
    * A lock whose holder stopped refreshing it for this long (a killed process) is taken over, ms.
-   * Minimum 2000. Default 10000.
+   * From 2000 to 2147483647 (the holder's refresh is a timer). Default 10000.
    */
   readonly lockStaleMs?: number;
   /**
@@ -146,6 +147,28 @@ export const positiveOrInfinity: OptionCheck = (name, value) => {
   }
 };
 
+/** An integer check with inclusive bounds. */
+export function integerBetween(min: number, max: number): OptionCheck {
+  return (name, value) => {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+      throw new InvalidConfigError(name, `an integer from ${min} to ${max}`, value);
+    }
+  };
+}
+
+/** The slowest speed cap accepted, bytes per second. */
+export const MIN_BYTES_PER_SECOND = 1;
+
+/**
+ * A speed cap check: at least {@link MIN_BYTES_PER_SECOND}, or `Infinity` ("no cap"). A slower cap
+ * is no cap an operator means (a 64 KiB chunk would wait 18 hours) and is refused, not ignored.
+ */
+export const bytesPerSecondOrInfinity: OptionCheck = (name, value) => {
+  if (typeof value !== 'number' || Number.isNaN(value) || value < MIN_BYTES_PER_SECOND) {
+    throw new InvalidConfigError(name, `a number of bytes per second from ${MIN_BYTES_PER_SECOND} up (Infinity for no cap)`, value);
+  }
+};
+
 /** A percentage check: a number from `min` to `max`, both included. */
 export function percentBetween(min: number, max: number): OptionCheck {
   return (name, value) => {
@@ -200,11 +223,11 @@ const CHECKS: { readonly [K in keyof ImageCacheOptions]-?: OptionCheck } = {
   precacheConcurrency: integerFrom(1),
   maxConcurrentDownloads: integerFrom(1),
   maxImageSizeBytes: positiveOrInfinity,
-  downloadBytesPerSecond: positiveOrInfinity,
+  downloadBytesPerSecond: bytesPerSecondOrInfinity,
   requireChecksum: isBoolean,
   staleStagingAgeSeconds: integerFrom(0),
   lockTimeoutMs: integerFrom(0),
-  lockStaleMs: integerFrom(2000),
+  lockStaleMs: integerBetween(2000, MAX_TIMER_MS),
   maxCacheBytes: positiveOrInfinity,
   diskWatermarks: isBoolean,
   highWatermarkPercent: percentBetween(1, 100),

@@ -8,14 +8,13 @@ import type { PassReport } from './cache-entry.js';
 import { InvalidConfigError, isImageCacheError } from './errors.js';
 import { createLogger } from './log.js';
 import type { ImageManager, InstanceLister } from './manager.js';
+import { setLongTimeout } from './timer.js';
+import type { LongTimer } from './timer.js';
 
 const log = createLogger('periodic');
 
 /** oslo.service's default spacing, used when the interval is `0`. */
 export const DEFAULT_PERIODIC_SPACING_SECONDS = 60;
-
-/** The longest delay `setTimeout` honours; longer ones fire after 1 ms, so they are chained. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Options of {@link startPeriodicPass}. */
 export interface PeriodicPassOptions {
@@ -128,7 +127,7 @@ class PeriodicRunner<TBase> implements PeriodicPass {
     this.#halt();
   };
   #stopped = false;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: LongTimer | undefined;
   #inFlight: Promise<PassReport | null> | undefined;
   #passes = 0;
   #lastReport: PassReport | null = null;
@@ -162,7 +161,7 @@ class PeriodicRunner<TBase> implements PeriodicPass {
   runNow(): Promise<PassReport | null> {
     if (this.#inFlight !== undefined) return this.#inFlight;
     if (this.#stopped) return Promise.resolve(null);
-    clearTimeout(this.#timer);
+    this.#timer?.clear();
     this.#timer = undefined;
     const pass = this.#pass().finally(() => {
       this.#inFlight = undefined;
@@ -179,22 +178,23 @@ class PeriodicRunner<TBase> implements PeriodicPass {
 
   #halt(): void {
     this.#stopped = true;
-    clearTimeout(this.#timer);
+    this.#timer?.clear();
     this.#timer = undefined;
     this.#options.signal?.removeEventListener('abort', this.#onAbort);
   }
 
   #schedule(delayMs: number): void {
     if (this.#stopped) return;
-    clearTimeout(this.#timer);
-    const step = Math.min(delayMs, MAX_TIMER_MS);
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      if (delayMs > step) this.#schedule(delayMs - step);
-      else void this.runNow();
-    }, step);
+    this.#timer?.clear();
     // A cache pass is housekeeping: it must never be what keeps a host process alive.
-    this.#timer.unref();
+    this.#timer = setLongTimeout(
+      () => {
+        this.#timer = undefined;
+        void this.runNow();
+      },
+      delayMs,
+      { ref: false },
+    );
   }
 
   async #pass(): Promise<PassReport | null> {

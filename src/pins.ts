@@ -9,6 +9,7 @@
  * @module
  */
 import type { Clock } from './clock.js';
+import { InvalidConfigError } from './errors.js';
 import type { LockManager } from './fetch/lock-manager.js';
 import { writeFileAtomically } from './fetch/atomic-file.js';
 import { createLogger } from './log.js';
@@ -16,12 +17,43 @@ import { isNotRegularFile, moveAside, readRegularFile } from './regular-file.js'
 
 const log = createLogger('pins');
 
+/** The longest pin, seconds (10 years): a pin outlives a rollout, not the hardware. */
+export const MAX_PIN_TTL_SECONDS = 10 * 365 * 86400;
+
+/** The latest time a `Date` can hold, ms since the epoch. */
+const MAX_DATE_MS = 8.64e15;
+
+/**
+ * Checks a pin's time to live: a number of seconds above 0, at most {@link MAX_PIN_TTL_SECONDS}.
+ *
+ * @throws `InvalidConfigError` naming `option`
+ */
+export function checkPinTtlSeconds(option: string, value: unknown): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_PIN_TTL_SECONDS) {
+    throw new InvalidConfigError(option, `a number of seconds above 0, at most ${MAX_PIN_TTL_SECONDS} (10 years)`, value);
+  }
+}
+
+/**
+ * Every store's own check of an expiry, whatever its caller checked: a non-finite expiry would be
+ * written as `null` (JSON has no Infinity) and cost the image its existing pin.
+ */
+function checkExpiry(imageId: string, untilMs: number): void {
+  if (typeof untilMs !== 'number' || !Number.isFinite(untilMs) || Math.abs(untilMs) > MAX_DATE_MS) {
+    throw new InvalidConfigError(`pin expiry of ${imageId}`, 'a finite time, ms since the epoch, within the range of a Date', untilMs);
+  }
+}
+
 /** Active pins: image id → expiry, ms since the epoch. */
 export type PinMap = ReadonlyMap<string, number>;
 
 /** Where pins are kept. */
 export interface PinStore {
-  /** Pins `imageId` until `untilMs`; an existing later expiry is kept (pins only ever extend). */
+  /**
+   * Pins `imageId` until `untilMs`; an existing later expiry is kept (pins only ever extend). An
+   * expiry that is not a finite time within a `Date`'s range is refused (`InvalidConfigError`),
+   * nothing changed.
+   */
   pin(imageId: string, untilMs: number): Promise<void>;
   /** Removes the pin of `imageId`, if any. */
   unpin(imageId: string): Promise<void>;
@@ -35,8 +67,12 @@ export class MemoryPinStore implements PinStore {
 
   /** Pins `imageId` until `untilMs` (keeps a later expiry). */
   pin(imageId: string, untilMs: number): Promise<void> {
-    this.#pins.set(imageId, Math.max(untilMs, this.#pins.get(imageId) ?? Number.NEGATIVE_INFINITY));
-    return Promise.resolve();
+    // A throw inside the executor becomes the rejection.
+    return new Promise((resolve) => {
+      checkExpiry(imageId, untilMs);
+      this.#pins.set(imageId, Math.max(untilMs, this.#pins.get(imageId) ?? Number.NEGATIVE_INFINITY));
+      resolve();
+    });
   }
 
   /** Removes the pin of `imageId`. */
@@ -81,6 +117,7 @@ export class FilePinStore implements PinStore {
 
   /** Pins `imageId` until `untilMs` (keeps a later expiry). */
   async pin(imageId: string, untilMs: number): Promise<void> {
+    checkExpiry(imageId, untilMs);
     await this.#modify((pins) => {
       pins.set(imageId, Math.max(untilMs, pins.get(imageId) ?? Number.NEGATIVE_INFINITY));
     });

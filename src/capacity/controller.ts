@@ -156,7 +156,13 @@ export class CapacityController<TBase> {
   /** The manager's primitives. */
   readonly ports: CapacityPorts<TBase>;
   readonly #reservations = new SpaceReservations();
-  readonly #filling = new Map<string, number>();
+  /** Entries being cached by this process: how many calls, and for which image. */
+  readonly #filling = new Map<string, { count: number; imageId: string }>();
+  /**
+   * Image ids of entries this process has cached (names are often hashes). Only entries that
+   * exist: a failed fill (an unknown id, say) leaves nothing, and a pass forgets what is gone, so
+   * the map is bounded by the cache, not by every id ever asked for.
+   */
   readonly #imageIds = new Map<string, string>();
 
   /** @param ports - the manager's primitives */
@@ -165,9 +171,16 @@ export class CapacityController<TBase> {
     this.stats = new CacheStatsRecorder(ports.clock.now());
   }
 
-  /** Image ids this process has cached or looked up, by entry name (names are often hashes). */
+  /** Image ids this process has cached or is caching, by entry name (names are often hashes). */
   get knownImageIds(): ReadonlyMap<string, string> {
-    return this.#imageIds;
+    const known = new Map(this.#imageIds);
+    for (const [name, fill] of this.#filling) known.set(name, fill.imageId);
+    return known;
+  }
+
+  /** Forgets entry `name` (removed from the cache). */
+  forget(name: string): void {
+    this.#imageIds.delete(name);
   }
 
   /** Entries of images this process is caching right now, with why they are protected. */
@@ -208,6 +221,8 @@ export class CapacityController<TBase> {
    */
   async apply(options: ApplyOptions<TBase>): Promise<ApplyResult> {
     const { base, scan, trigger, download } = options;
+    const present = new Set(scan.entries.map((entry) => entry.name));
+    for (const name of this.#imageIds.keys()) if (!present.has(name)) this.#imageIds.delete(name);
     const settings = this.ports.options;
     const cacheBytes = cacheBytesOf(scan);
     const usage =
@@ -265,8 +280,9 @@ export class CapacityController<TBase> {
    * fill applies the watermarks (and the cap, when the image's size was not announced).
    */
   beginFill(imageId: string, name: string): FillTracker {
-    this.#imageIds.set(name, imageId);
-    this.#filling.set(name, (this.#filling.get(name) ?? 0) + 1);
+    const filling = this.#filling.get(name);
+    if (filling === undefined) this.#filling.set(name, { count: 1, imageId });
+    else filling.count += 1;
     let reservation: SpaceReservation | undefined;
     let requiredFreeBytes = 0;
     let sizeKnown = false;
@@ -310,6 +326,7 @@ export class CapacityController<TBase> {
         return new DiskFullError(imageId, requiredFreeBytes, usage?.freeBytes ?? 0, usage?.location ?? error.location, error.cause ?? error);
       },
       finish: async (result, signal) => {
+        this.#imageIds.set(name, imageId);
         if (result.status === 'existing') await this.recordHit(name);
         else this.stats.miss();
         if (result.status !== 'cached' || result.shared) return;
@@ -323,9 +340,8 @@ export class CapacityController<TBase> {
         if (ended) return;
         ended = true;
         reservation?.release();
-        const count = (this.#filling.get(name) ?? 1) - 1;
-        if (count > 0) this.#filling.set(name, count);
-        else this.#filling.delete(name);
+        const filling = this.#filling.get(name);
+        if (filling !== undefined && --filling.count === 0) this.#filling.delete(name);
       },
     };
   }

@@ -18,6 +18,8 @@ import lockfile from 'proper-lockfile';
 import { abortableSleep, throwIfAborted } from '../abort.js';
 import { AbortedError, LockTimeoutError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { setLongTimeout } from '../timer.js';
+import type { LongTimer } from '../timer.js';
 import { lockFs } from './lock-fs.js';
 
 const log = createLogger('lock');
@@ -181,15 +183,13 @@ export class LockManager {
       if (this.#tails.get(name) === tail) this.#tails.delete(name);
     };
     const started = Date.now();
-    let timer: NodeJS.Timeout | undefined;
+    let timer: LongTimer | undefined;
     let onAbort: (() => void) | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
-        if (Number.isFinite(timeoutMs)) {
-          timer = setTimeout(() => {
-            reject(new LockTimeoutError(name, Date.now() - started, options.imageId));
-          }, timeoutMs);
-        }
+        timer = setLongTimeout(() => {
+          reject(new LockTimeoutError(name, Date.now() - started, options.imageId));
+        }, timeoutMs);
         if (signal !== undefined) {
           onAbort = (): void => {
             reject(new AbortedError(`Waiting for lock ${name}`, options.imageId, signal.reason));
@@ -199,11 +199,12 @@ export class LockManager {
         void previous.then(resolve);
       });
     } catch (err) {
-      // Keep the queue order: our turn is passed on as soon as it comes.
-      release();
+      // Keep the queue order: our turn is passed on as soon as it comes, and not before (releasing
+      // now would forget the queue while the holder ahead still holds the lock).
+      void previous.then(release);
       throw err;
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
       if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
     }
     return release;

@@ -5,6 +5,7 @@
  * @module
  */
 import { abortableSleep } from '../abort.js';
+import { bytesPerSecondOrInfinity } from '../options.js';
 
 /** Caps throughput at `bytesPerSecond`, allowing bursts of up to one second's worth. */
 export class Throttle {
@@ -12,8 +13,13 @@ export class Throttle {
   #tokens: number;
   #last: number;
 
-  /** @param bytesPerSecond - the cap; `Infinity` disables throttling */
+  /**
+   * @param bytesPerSecond - the cap, at least 1; `Infinity` disables throttling
+   * @throws `InvalidConfigError` for a cap below 1 byte per second (or not a number)
+   */
   constructor(bytesPerSecond: number) {
+    // Whoever forgot to check: a zero or negative cap would wait forever or not at all.
+    bytesPerSecondOrInfinity('bytesPerSecond', bytesPerSecond);
     this.#rate = bytesPerSecond;
     this.#tokens = Number.isFinite(bytesPerSecond) ? 0 : Number.POSITIVE_INFINITY;
     this.#last = performance.now();

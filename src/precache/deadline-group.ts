@@ -9,7 +9,10 @@
  * @module
  */
 import { setMaxListeners } from 'node:events';
+import { abandon } from '../abort.js';
 import { AbortedError } from '../errors.js';
+import { setLongTimeout } from '../timer.js';
+import type { LongTimer } from '../timer.js';
 
 /** Longest joining window of a batch, ms: the most a call's timeout can overshoot. */
 const MAX_WINDOW_MS = 1000;
@@ -30,7 +33,7 @@ interface Batch {
   readonly controller: AbortController;
   readonly closesAt: number;
   readonly racing: Set<(error: unknown) => void>;
-  timer: NodeJS.Timeout | undefined;
+  timer: LongTimer | undefined;
   members: number;
   timedOut: boolean;
 }
@@ -92,13 +95,12 @@ export class DeadlineGroup {
       abortBatch(batch, this.#parent.reason);
     } else {
       this.#parent?.addEventListener('abort', this.#onParentAbort, { once: true });
-      if (Number.isFinite(this.#timeoutMs)) {
-        // The last member joins at most one window after the first: the batch gives it its full timeout.
-        batch.timer = setTimeout(() => {
-          batch.timedOut = true;
-          abortBatch(batch, new Error(`deadline of ${this.#timeoutMs} ms expired`));
-        }, this.#timeoutMs + this.#windowMs);
-      }
+      // The last member joins at most one window after the first: the batch gives it its full
+      // timeout (which may thus exceed node's longest timer).
+      batch.timer = setLongTimeout(() => {
+        batch.timedOut = true;
+        abortBatch(batch, new Error(`deadline of ${this.#timeoutMs} ms expired`));
+      }, this.#timeoutMs + this.#windowMs);
     }
     this.#live.add(batch);
     this.#current = batch;
@@ -116,7 +118,7 @@ export class DeadlineGroup {
   };
 
   #retire(batch: Batch): void {
-    clearTimeout(batch.timer);
+    batch.timer?.clear();
     this.#live.delete(batch);
     if (this.#live.size === 0) this.#parent?.removeEventListener('abort', this.#onParentAbort);
   }
@@ -143,7 +145,10 @@ class Ticket implements GroupedDeadline {
 
   race<T>(work: Promise<T>): Promise<T> {
     const batch = this.#batch;
-    if (batch.controller.signal.aborted) return Promise.reject(aborted(batch));
+    if (batch.controller.signal.aborted) {
+      abandon(work);
+      return Promise.reject(aborted(batch));
+    }
     return new Promise<T>((resolve, reject) => {
       batch.racing.add(reject);
       work.then(

@@ -7,9 +7,7 @@
  * @module
  */
 import { InvalidConfigError } from '../errors.js';
-
-/** node's timers silently turn anything above this into 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+import { MAX_TIMER_MS, setLongTimeout } from '../timer.js';
 
 /** A running deadline. */
 export interface Deadline {
@@ -38,19 +36,17 @@ export function startDeadline(parent: AbortSignal | undefined, timeoutMs: number
   };
   if (parent?.aborted === true) controller.abort(parent.reason);
   else parent?.addEventListener('abort', onParentAbort, { once: true });
-  const timer = Number.isFinite(timeoutMs)
-    ? setTimeout(() => {
-        timedOut = true;
-        controller.abort(new Error(`deadline of ${timeoutMs} ms expired`));
-      }, timeoutMs)
-    : undefined;
+  const timer = setLongTimeout(() => {
+    timedOut = true;
+    controller.abort(new Error(`deadline of ${timeoutMs} ms expired`));
+  }, timeoutMs);
   return {
     signal: controller.signal,
     get timedOut() {
       return timedOut;
     },
     clear() {
-      clearTimeout(timer);
+      timer.clear();
       parent?.removeEventListener('abort', onParentAbort);
     },
   };

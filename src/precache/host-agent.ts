@@ -13,13 +13,13 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { HostUnauthorizedError, HostUnavailableError, InvalidConfigError, InvalidPrecacheRequestError, isImageCacheError } from '../errors.js';
+import { HostUnauthorizedError, HostUnavailableError, InvalidPrecacheRequestError, isImageCacheError } from '../errors.js';
 import type { ImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { ImageManager } from '../manager.js';
 import { integerFrom } from '../options.js';
 import { cacheImages } from './cache-images.js';
-import { CACHE_IMAGES_PATH, parseCacheImagesRequest } from './wire.js';
+import { CACHE_IMAGES_PATH, bearerTokenOf, checkAgentToken, parseCacheImagesRequest } from './wire.js';
 
 const log = createLogger('precache:agent');
 
@@ -31,7 +31,10 @@ const BAD_REQUEST_CODES: ReadonlySet<string> = new Set(['ERR_INVALID_REQUEST', '
 
 /** Options of {@link createHostAgent}. */
 export interface HostAgentOptions {
-  /** The bearer token clients must send (`Authorization: Bearer <token>`). Required, non-empty. */
+  /**
+   * The bearer token clients must send (`Authorization: Bearer <token>`). Required: 1 to 4096
+   * visible ASCII characters, no space (what `HttpHostClient` accepts too).
+   */
   readonly token: string;
   /** Largest accepted request body, bytes; larger ones get 413. Default 1 MiB. */
   readonly maxBodyBytes?: number | undefined;
@@ -65,18 +68,15 @@ class HttpAnswer extends Error {
  * @throws `InvalidConfigError` for a missing token or a bad `maxBodyBytes`
  */
 export function createHostAgent(manager: ImageManager, options: HostAgentOptions): HostAgentHandler {
-  const { token } = options;
-  if (typeof token !== 'string' || token === '') {
-    throw new InvalidConfigError('token', 'a non-empty bearer token string', token);
-  }
+  const token = checkAgentToken('token', options.token);
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_AGENT_MAX_BODY_BYTES;
   integerFrom(1)('maxBodyBytes', maxBodyBytes);
   const expected = sha256(token);
 
   const authorised = (header: string | undefined): boolean => {
-    const match = /^Bearer +(\S+) *$/i.exec(header ?? '');
+    const given = bearerTokenOf(header);
     // Hashing first makes the comparison constant-time whatever the lengths.
-    return match?.[1] !== undefined && timingSafeEqual(sha256(match[1]), expected);
+    return given !== null && timingSafeEqual(sha256(given), expected);
   };
 
   const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
@@ -116,24 +116,34 @@ export function createHostAgent(manager: ImageManager, options: HostAgentOptions
     send(response, 200, report);
   };
 
+  const answerFailure = (response: ServerResponse, thrown: unknown): void => {
+    if (response.destroyed) {
+      log('%s: client gone; request dropped (%s)', manager.host, thrown instanceof Error ? thrown.message : String(thrown));
+      return;
+    }
+    if (thrown instanceof HttpAnswer) {
+      sendError(response, thrown.statusCode, thrown.error);
+    } else if (isImageCacheError(thrown) && BAD_REQUEST_CODES.has(thrown.code)) {
+      sendError(response, 400, thrown);
+    } else {
+      log('%s: pre-cache request failed: %O', manager.host, thrown);
+      const error = isImageCacheError(thrown)
+        ? thrown
+        : new HostUnavailableError(manager.host, `its agent failed unexpectedly (${String(thrown)})`, { statusCode: 500, cause: thrown });
+      sendError(response, 500, error);
+    }
+  };
+
   return (request, response) => {
-    handle(request, response).catch((thrown: unknown) => {
-      if (response.destroyed) {
-        log('%s: client gone; request dropped (%s)', manager.host, thrown instanceof Error ? thrown.message : String(thrown));
-        return;
-      }
-      if (thrown instanceof HttpAnswer) {
-        sendError(response, thrown.statusCode, thrown.error);
-      } else if (isImageCacheError(thrown) && BAD_REQUEST_CODES.has(thrown.code)) {
-        sendError(response, 400, thrown);
-      } else {
-        log('%s: pre-cache request failed: %O', manager.host, thrown);
-        const error = isImageCacheError(thrown)
-          ? thrown
-          : new HostUnavailableError(manager.host, `its agent failed unexpectedly (${String(thrown)})`, { statusCode: 500, cause: thrown });
-        sendError(response, 500, error);
-      }
-    });
+    handle(request, response)
+      .catch((thrown: unknown) => {
+        answerFailure(response, thrown);
+      })
+      .catch((unanswerable: unknown) => {
+        // Even the error answer failed (the socket broke while writing it): log, never crash the host.
+        log('%s: could not answer a request: %O', manager.host, unanswerable);
+        response.destroy();
+      });
   };
 }
 

@@ -19,11 +19,12 @@ import {
 } from '../errors.js';
 import type { ImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { setLongTimeout } from '../timer.js';
 import { startDeadline, validateTimeoutMs } from './deadline.js';
 import type { HostCacheOptions, HostClient, PrecacheHost } from './host-client.js';
 import { DEFAULT_PRECACHE_HOST_TIMEOUT_MS } from './precache-images.js';
 import type { HostCacheReport } from './results.js';
-import { CACHE_IMAGES_PATH, decodeErrorJSON, decodeHostCacheReport, encodeCacheImagesRequest } from './wire.js';
+import { CACHE_IMAGES_PATH, checkAgentToken, decodeErrorJSON, decodeHostCacheReport, encodeCacheImagesRequest } from './wire.js';
 
 const log = createLogger('precache:http');
 
@@ -40,7 +41,10 @@ export interface HttpHostClientOptions {
    * host name, or a function of the host.
    */
   readonly endpoints: Readonly<Record<string, string>> | ((host: PrecacheHost) => string);
-  /** The agents' bearer token; a function is called before every request (rotation). */
+  /**
+   * The agents' bearer token; a function is called before every request (rotation). 1 to 4096
+   * visible ASCII characters, no space (the agent's rule); a function's token is checked each time.
+   */
   readonly token: string | (() => string | Promise<string>);
   /** Longest time one host may take, ms (`Infinity`: none). Default 1800000 (Nova's `long_rpc_timeout`). */
   readonly timeoutMs?: number | undefined;
@@ -74,9 +78,7 @@ export class HttpHostClient implements HostClient {
       if (typeof endpoints !== 'object') throw new InvalidConfigError('endpoints', 'a host → URL map or a function', endpoints);
       for (const [host, url] of Object.entries(endpoints)) parseEndpoint(`endpoints.${host}`, url);
     }
-    if (typeof token !== 'function' && (typeof token !== 'string' || token === '')) {
-      throw new InvalidConfigError('token', 'a non-empty bearer token, or a function returning one', token);
-    }
+    if (typeof token !== 'function') checkAgentToken('token', token);
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_PRECACHE_HOST_TIMEOUT_MS;
     validateTimeoutMs('timeoutMs', this.#timeoutMs);
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
@@ -92,7 +94,7 @@ export class HttpHostClient implements HostClient {
     const base = this.#endpointOf(host);
     // An agent mounted under a path prefix (behind a reverse proxy) keeps its prefix.
     const url = new URL(`${base.pathname.replace(/\/+$/, '')}${CACHE_IMAGES_PATH}`, base);
-    const token = typeof this.#token === 'function' ? await this.#token() : this.#token;
+    const token = typeof this.#token === 'function' ? checkAgentToken('token (as returned by the token function)', await this.#token()) : this.#token;
     const body = JSON.stringify(encodeCacheImagesRequest(imageIds, options));
     const deadline = startDeadline(options.signal, this.#timeoutMs);
     let answer: RawAnswer;
@@ -154,11 +156,11 @@ export class HttpHostClient implements HostClient {
       request.on('socket', (socket) => {
         socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
         if (!socket.connecting) return;
-        const timer = setTimeout(() => {
+        const timer = setLongTimeout(() => {
           request.destroy(Object.assign(new Error(`no connection within ${this.#connectTimeoutMs} ms`), { code: 'ERR_CONNECT_TIMEOUT' }));
         }, this.#connectTimeoutMs);
         const clear = (): void => {
-          clearTimeout(timer);
+          timer.clear();
         };
         socket.once('connect', clear);
         socket.once('close', clear);

@@ -5,19 +5,20 @@
  *
  * @module
  */
-import { InvalidConfigError, InvalidPrecacheRequestError } from '../errors.js';
+import { InvalidPrecacheRequestError } from '../errors.js';
 import { assertValidImageId } from '../image-id.js';
-import { positiveOrInfinity } from '../options.js';
+import { bytesPerSecondOrInfinity } from '../options.js';
+import { checkPinTtlSeconds } from '../pins.js';
 
 /** Options every pre-cache request may carry, per host. */
 export interface PrecacheRequestOptions {
   /**
    * Pin each image for this many seconds once it is cached: until then it is neither aged out nor
-   * evicted, used or not (a pin survives a restart on file-backed caches). Default: no pin, the
-   * image ages like any other (Nova's behaviour).
+   * evicted, used or not (a pin survives a restart on file-backed caches). Above 0, at most 10
+   * years. Default: no pin, the image ages like any other (Nova's behaviour).
    */
   readonly pinTtlSeconds?: number | undefined;
-  /** Cap on this host's pre-cache download speed, bytes per second (edge sites on thin links). */
+  /** Cap on this host's pre-cache download speed, bytes per second, at least 1 (edge sites on thin links). */
   readonly bytesPerSecond?: number | undefined;
 }
 
@@ -55,8 +56,6 @@ export function validateImageIds(imageIds: unknown): readonly string[] {
 /** Checks {@link PrecacheRequestOptions}; throws `InvalidConfigError` naming the bad option. */
 export function validateRequestOptions(options: PrecacheRequestOptions): void {
   const { pinTtlSeconds, bytesPerSecond } = options;
-  if (pinTtlSeconds !== undefined && (typeof pinTtlSeconds !== 'number' || !Number.isFinite(pinTtlSeconds) || pinTtlSeconds <= 0)) {
-    throw new InvalidConfigError('pinTtlSeconds', 'a number of seconds above 0', pinTtlSeconds);
-  }
-  if (bytesPerSecond !== undefined) positiveOrInfinity('bytesPerSecond', bytesPerSecond);
+  if (pinTtlSeconds !== undefined) checkPinTtlSeconds('pinTtlSeconds', pinTtlSeconds);
+  if (bytesPerSecond !== undefined) bytesPerSecondOrInfinity('bytesPerSecond', bytesPerSecond);
 }

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { InvalidPrecacheRequestError, RemoteImageCacheError } from '../errors.js';
+import { InvalidConfigError, InvalidPrecacheRequestError, RemoteImageCacheError } from '../errors.js';
 import type { ImageCacheErrorCode, ImageCacheErrorJSON } from '../errors.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
@@ -39,6 +39,38 @@ export interface CacheImagesRequestBody {
 export interface CacheImagesRequest extends PrecacheRequestOptions {
   /** The images, in order, each once. */
   readonly imageIds: readonly string[];
+}
+
+/** Longest bearer token, characters: far below node's 16 KiB limit on a request head. */
+export const MAX_AGENT_TOKEN_LENGTH = 4096;
+
+/**
+ * The tokens both ends accept: 1 to {@link MAX_AGENT_TOKEN_LENGTH} visible ASCII characters
+ * (`!` to `~`). No space (the agent could not tell it from the separator), no control character
+ * (it could end the header), nothing outside ASCII (written as latin1, U+010A would become LF).
+ */
+const AGENT_TOKEN = new RegExp(`^[\\x21-\\x7e]{1,${MAX_AGENT_TOKEN_LENGTH}}$`);
+
+/** `Authorization: Bearer <token>`, the token by the same rule. */
+const BEARER = new RegExp(`^Bearer +([\\x21-\\x7e]{1,${MAX_AGENT_TOKEN_LENGTH}}) *$`, 'i');
+
+/**
+ * Checks an agent token (`createHostAgent`'s, or one `HttpHostClient` is about to send), so the
+ * agent and its clients accept exactly the same tokens.
+ *
+ * @throws `InvalidConfigError` naming `option`
+ */
+export function checkAgentToken(option: string, value: unknown): string {
+  if (typeof value !== 'string' || !AGENT_TOKEN.test(value)) {
+    const shown = typeof value === 'string' && value !== '' ? '(a string with other characters, or too long)' : value;
+    throw new InvalidConfigError(option, `a bearer token of 1 to ${MAX_AGENT_TOKEN_LENGTH} visible ASCII characters (no space)`, shown);
+  }
+  return value;
+}
+
+/** The token of an `Authorization` header, or null when there is none by {@link checkAgentToken}'s rule. */
+export function bearerTokenOf(header: string | undefined): string | null {
+  return BEARER.exec(header ?? '')?.[1] ?? null;
 }
 
 const BODY_KEYS: ReadonlySet<string> = new Set(['cache', 'pinTtlSeconds', 'bytesPerSecond']);
@@ -86,7 +118,13 @@ export function parseCacheImagesRequest(body: unknown): CacheImagesRequest {
     pinTtlSeconds: pinTtlSeconds as number | undefined,
     bytesPerSecond: bytesPerSecond as number | undefined,
   };
-  validateRequestOptions(request);
+  try {
+    validateRequestOptions(request);
+  } catch (error) {
+    // Out of range in a request is the request's fault (400 ERR_INVALID_REQUEST), not a config's.
+    if (error instanceof InvalidConfigError) throw new InvalidPrecacheRequestError(error.message.replace(/^Invalid option /, 'field '));
+    throw error;
+  }
   return request;
 }
 

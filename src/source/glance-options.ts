@@ -5,6 +5,7 @@
  */
 import { Agent } from 'node:http';
 import { InvalidConfigError } from '../errors.js';
+import { MAX_TIMER_MS } from '../timer.js';
 import { HEADER_VALUE_RULE, isHeaderValue } from './header-value.js';
 import type { SpeedFloorOptions } from './deadlines.js';
 import type { BackoffOptions } from './retry.js';
@@ -92,9 +93,6 @@ export function checkToken(value: unknown, accepted: string): string {
   }
   return value;
 }
-
-/** node's timers silently turn anything above this into 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** 1 GiB/s: a floor above any link a compute host downloads images over. */
 const MAX_MIN_BYTES_PER_SECOND = 2 ** 30;
