@@ -7,11 +7,13 @@
 //     even with a mtime a day in the future; a dead holder of this host at once, by its pid;
 //   - a pass clears a future-dated dead lock, and never a live one;
 //   - remove() and a pass never delete a base while another host holds its lock to build on it;
-//   - of several waiters that judge one dead lock stale together, one holds it at a time.
+//   - of several waiters that judge one dead lock stale together, one holds it at a time; a waiter
+//     killed mid-takeover blocks nothing.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, utimes } from 'node:fs/promises';
+import { lstat, mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { LOCK_PREFIX, LockManager, cacheFileName, isImageCacheError } from '../../src/index.js';
@@ -23,6 +25,8 @@ import { listDir, makeTempDir } from '../helpers/tmp.js';
 
 const STALE_MS = 2000;
 const DAY_MS = 86_400_000;
+/** Above Linux's largest pid (2^22): no process has it. */
+const DEAD_PID = 4_194_305;
 const isTimeout = (err: unknown): boolean => isImageCacheError(err) && err.code === 'ERR_LOCK_TIMEOUT';
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -137,6 +141,24 @@ describe('clock skew: staleness is judged by observed silence, never by comparin
     } finally {
       await f.cleanup();
     }
+  });
+
+  it('a waiter killed in the middle of a takeover blocks nothing, and a pass sweeps what crashes left beside the locks', async () => {
+    const lock = lockPath('image');
+    await mkdir(lock, { recursive: true });
+    const t = (Date.now() + DAY_MS) / 1000;
+    await utimes(lock, t, t);
+    // The token a dead waiter created for exactly this lock's identity, a lock a dead process was
+    // creating (not linked yet), and a taken-over lock its taker died before removing.
+    const st = await lstat(lock, { bigint: true });
+    await mkdir(`${lock}.takeover-${st.ino}-${st.mtimeNs}-${st.ctimeNs}-0`);
+    await writeFile(`${lock}.new-${encodeURIComponent(hostname())}~${DEAD_PID}~0badc0de`, '{}');
+    await writeFile(`${lockPath('other')}.stale-0badc0de`, '{}');
+    const waiter = new LockManager({ lockDir, staleMs: STALE_MS });
+    const held = await waiter.acquire('image', { timeoutMs: 10 * STALE_MS });
+    await held.release();
+    await waiter.removeStaleLocks();
+    assert.deepEqual(await listDir(lockDir), []);
   });
 
   for (const [label, offsetMs] of [
