@@ -34,6 +34,7 @@ import fs from 'node:fs';
 import { constants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { UnsupportedError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { processExists } from '../process-liveness.js';
 
@@ -206,13 +207,11 @@ export async function observeLock(p: string, ops: LockOps = syncLockOps): Promis
     if (codeOf(err) === 'ENOENT') return null;
     throw err;
   }
-  const kind = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other';
   let text = '';
-  if (kind !== 'other') {
+  if (st.isFile() || st.isDirectory()) {
     try {
-      const opened = await ops.openStat(p, kind === 'directory');
-      // Replaced between the lstat and the open: observed as it is now, judged next time.
-      if (opened.stats.ino !== st.ino || opened.stats.isFile() !== st.isFile()) return await observeLock(p, ops);
+      const opened = await ops.openStat(p, st.isDirectory());
+      // Replaced between the lstat and the open: what the open found stands (judged as it is now).
       st = opened.stats;
       text = opened.text;
     } catch (err) {
@@ -222,6 +221,7 @@ export async function observeLock(p: string, ops: LockOps = syncLockOps): Promis
       if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ELOOP' && code !== 'ENOTDIR') throw err;
     }
   }
+  const kind = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other';
   return { identity: identityOf(st), kind, owner: kind === 'file' ? parseOwner(text) : null, mtimeMs: Number(st.mtimeMs) };
 }
 
@@ -373,8 +373,15 @@ export class Leases {
       await ops.link(fresh, lockPath);
       return true;
     } catch (err) {
-      if (codeOf(err) !== 'EEXIST') throw err;
-      return false;
+      const code = codeOf(err);
+      if (code === 'EEXIST') return false;
+      if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') {
+        throw new UnsupportedError(
+          `Cross-process locks in ${path.dirname(lockPath)}`,
+          `its file system refuses hard links (${code}); put the lock directory on one that has them (local file systems, NFS, CephFS do).`,
+        );
+      }
+      throw err;
     } finally {
       await ops.unlink(fresh).catch((err: unknown) => {
         log('could not remove %s: %O', fresh, err);
@@ -423,13 +430,19 @@ export class Leases {
         if (codeOf(err) !== 'EEXIST') throw err;
         // Another waiter's takeover of the same identity: in progress unless silent (its winner died).
         const other = await observeLock(token(n), ops);
-        if (other !== null && this.tracker.silentFor(token(n), other.identity) < this.#staleMs) return false;
+        if (other !== null && this.tracker.silentFor(token(n), other.identity) < this.#staleMs) {
+          log('another waiter is taking over the lock %s', lockPath);
+          return false;
+        }
       }
     }
     if (won < 0) return false;
     try {
       const now = await observeLock(lockPath, ops);
-      if (now?.identity !== judged.identity) return false;
+      if (now?.identity !== judged.identity) {
+        log('the lock %s changed before we could take it over', lockPath);
+        return false;
+      }
       const planted = judged.kind === 'other' || (judged.kind === 'file' && judged.owner === null);
       const aside = `${lockPath}${(planted ? PLANTED_MARK : STALE_MARK).slice(LOCK_END.length)}${randomBytes(6).toString('hex')}`;
       await ops.rename(lockPath, aside);

@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -20,7 +20,7 @@ import { LOCK_PREFIX, LockManager, cacheFileName, isImageCacheError } from '../.
 import type { HeldLock } from '../../src/index.js';
 import { makeFixture } from '../backends/libvirt-file/fixture.js';
 import type { Fixture } from '../backends/libvirt-file/fixture.js';
-import { killAll, killAndWait, startChild, waitForLine } from '../helpers/child.js';
+import { killAll, killAndWait, runChild, startChild, waitForLine } from '../helpers/child.js';
 import { listDir, makeTempDir } from '../helpers/tmp.js';
 
 const STALE_MS = 2000;
@@ -158,6 +158,27 @@ describe('clock skew: staleness is judged by observed silence, never by comparin
     const held = await waiter.acquire('image', { timeoutMs: 10 * STALE_MS });
     await held.release();
     await waiter.removeStaleLocks();
+    assert.deepEqual(await listDir(lockDir), []);
+  });
+
+  it('three processes that start waiting together for a dead, future-dated lock take it one at a time', async () => {
+    await mkdir(lockPath('image'), { recursive: true });
+    const t = (Date.now() + DAY_MS) / 1000;
+    await utimes(lockPath('image'), t, t);
+    const journal = path.join(dir, 'journal');
+    await writeFile(journal, '');
+    // Same start, same polling schedule: their verdicts fall within milliseconds of each other.
+    const goAt = Date.now() + 3000;
+    const results = await Promise.all(
+      [0, 1, 2].map(() => runChild<{ rounds: number }>('lock-contender.ts', { lockDir, name: 'image', staleMs: STALE_MS, journal, goAt, rounds: 3, holdMs: 50 })),
+    );
+    assert.deepEqual(results, [{ rounds: 3 }, { rounds: 3 }, { rounds: 3 }]);
+    const lines = (await readFile(journal, 'utf8')).trim().split('\n');
+    assert.equal(lines.length, 18);
+    for (let i = 0; i < lines.length; i += 2) {
+      const [enter, leave] = [lines[i] ?? '', lines[i + 1] ?? ''];
+      assert.ok(enter.startsWith('IN ') && leave === `OUT ${enter.slice(3)}`, `two holders at once: ${lines.slice(i, i + 2).join(' / ')}`);
+    }
     assert.deepEqual(await listDir(lockDir), []);
   });
 
