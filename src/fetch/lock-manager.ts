@@ -22,7 +22,7 @@ import { Leases, syncLockOps, threadLockOps } from './lease.js';
 
 const log = createLogger('lock');
 
-/** Prefix of lock directory names, like Nova's `nova-`. */
+/** Prefix of lock file names, like Nova's `nova-`. */
 export const LOCK_PREFIX = 'virt-imagecache-';
 
 /** Options of {@link LockManager}. */
@@ -132,7 +132,7 @@ export class LockManager {
   }
 
   /**
-   * Removes the lock directories of holders that died: the locks of names nobody asks for again,
+   * Removes the locks of holders that died: the locks of names nobody asks for again,
    * such as an entry a killed pass had just removed, would otherwise stay forever (Nova bug
    * 1256306). A lock of a gone pid on this host goes at once; any other is judged by observed
    * silence, so it goes at the first call at least `staleMs` after this manager first saw it

@@ -149,8 +149,9 @@ export class ReadWriteLock {
   }
 
   /**
-   * The live reader registrations; dead ones (gone process on this host, or not refreshed for
-   * `staleMs`) are removed on the way. In-process only: one entry per local reader.
+   * The live reader registrations; dead ones (gone process on this host, or seen unrefreshed for
+   * `staleMs` across calls on this lock) and anything planted among them are removed on the way.
+   * In-process only: one entry per local reader.
    */
   async readers(): Promise<ReaderRegistration[]> {
     if (this.readersDir === undefined) {
