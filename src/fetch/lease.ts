@@ -46,7 +46,7 @@ const LOCK_END = '.lock';
 const TAKEOVER_MARK = `${LOCK_END}.takeover-`;
 /** Mark of a taken-over lock on its way out. */
 const STALE_MARK = `${LOCK_END}.stale-`;
-/** Mark of a lock being created (`<host>~<pid>~<random>`), linked to the lock path once written. */
+/** Mark of a lock being created (`<pid>-<random>`), linked to the lock path once written. */
 const NEW_MARK = `${LOCK_END}.new-`;
 /** Mark of something that was found at a lock path and was no lock. */
 const PLANTED_MARK = `${LOCK_END}.planted-`;
@@ -65,7 +65,21 @@ export interface LockOwner {
   readonly host: string;
   /** The holder's process id on that host. */
   readonly pid: number;
+  /** Where that pid means something: the kernel's boot id and pid namespace ('' when unknown). */
+  readonly pids: string;
 }
+
+/**
+ * This process's pid space: one kernel boot, one pid namespace. Two machines (or containers) that
+ * share a hostname differ here, so a pid is only checked where it means something.
+ */
+const PID_SPACE = ((): string => {
+  try {
+    return `${fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()}/${fs.readlinkSync('/proc/self/ns/pid')}`;
+  } catch {
+    return '';
+  }
+})();
 
 /** What a lock path holds, as observed. */
 export interface LockObservation {
@@ -186,8 +200,9 @@ function parseOwner(text: string): LockOwner | null {
   try {
     const value = JSON.parse(text) as unknown;
     if (typeof value !== 'object' || value === null) return null;
-    const { host, pid } = value as Record<string, unknown>;
-    return typeof host === 'string' && typeof pid === 'number' ? { host, pid } : null;
+    const { host, pid, pids } = value as Record<string, unknown>;
+    if (typeof host !== 'string' || typeof pid !== 'number') return null;
+    return { host, pid, pids: typeof pids === 'string' ? pids : '' };
   } catch {
     return null;
   }
@@ -307,7 +322,7 @@ export class Leases {
   constructor(options: LeasesOptions) {
     this.#staleMs = options.staleMs;
     this.#host = options.host;
-    this.#record = JSON.stringify({ host: options.host, pid: process.pid });
+    this.#record = JSON.stringify({ host: options.host, pid: process.pid, pids: PID_SPACE });
     this.#onMovedAside = options.onMovedAside ?? (() => undefined);
   }
 
@@ -341,21 +356,21 @@ export class Leases {
   async sweep(lockDir: string, entries: readonly string[], ops: LockOps): Promise<void> {
     for (const entry of entries) {
       const p = path.join(lockDir, entry);
-      if (entry.includes(STALE_MARK)) {
-        await removeLock(p, ops).catch((err: unknown) => {
-          log('could not remove the taken-over lock %s: %O', p, err);
-        });
-      } else if (entry.includes(NEW_MARK)) {
-        await this.#sweepNew(p, entry.slice(entry.lastIndexOf(NEW_MARK) + NEW_MARK.length), ops);
-      } else if (entry.includes(TAKEOVER_MARK)) {
-        const mark = entry.lastIndexOf(TAKEOVER_MARK);
-        const identity = entry.slice(mark + TAKEOVER_MARK.length).replace(/-\d+$/, '');
-        const current = await observeLock(path.join(lockDir, entry.slice(0, mark + LOCK_END.length)), ops);
-        // A token of the identity the lock has now may be a takeover in progress: kept.
-        if (current?.identity === identity) continue;
-        await ops.rmdir(p).catch((err: unknown) => {
-          if (codeOf(err) !== 'ENOENT') throw err;
-        });
+      try {
+        if (entry.includes(STALE_MARK)) {
+          await removeLock(p, ops);
+        } else if (entry.includes(NEW_MARK)) {
+          await this.#sweepNew(p, ops);
+        } else if (entry.includes(TAKEOVER_MARK)) {
+          const mark = entry.lastIndexOf(TAKEOVER_MARK);
+          const identity = entry.slice(mark + TAKEOVER_MARK.length).replace(/-\d+$/, '');
+          const current = await observeLock(path.join(lockDir, entry.slice(0, mark + LOCK_END.length)), ops);
+          // A token of the identity the lock has now may be a takeover in progress: kept.
+          if (current?.identity !== identity) await removeLock(p, ops);
+        }
+      } catch (err) {
+        // Something else under a by-product's name (planted, or a non-empty directory): left, reported.
+        log('could not clear %s: %O', p, err);
       }
     }
   }
@@ -367,14 +382,15 @@ export class Leases {
 
   /** Creates the lock with its owner record in one step; false when something is already there. */
   async #create(lockPath: string, ops: LockOps): Promise<boolean> {
-    const fresh = `${lockPath}${NEW_MARK}${encodeURIComponent(this.#host)}~${process.pid}~${randomBytes(6).toString('hex')}`;
+    const fresh = `${lockPath}${NEW_MARK.slice(LOCK_END.length)}${process.pid}-${randomBytes(6).toString('hex')}`;
     await ops.writeNew(fresh, this.#record);
     try {
       await ops.link(fresh, lockPath);
       return true;
     } catch (err) {
       const code = codeOf(err);
-      if (code === 'EEXIST') return false;
+      // ENOENT: our file was swept as a dead creator's (or the directory went): looked at again.
+      if (code === 'EEXIST' || code === 'ENOENT') return false;
       if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') {
         throw new UnsupportedError(
           `Cross-process locks in ${path.dirname(lockPath)}`,
@@ -389,17 +405,20 @@ export class Leases {
     }
   }
 
-  /** A lock being created: removed once its creator is gone (this host) or it is seen unchanged for staleMs. */
-  async #sweepNew(p: string, tag: string, ops: LockOps): Promise<void> {
-    const [host, pidText] = tag.split('~');
+  /**
+   * A lock being created, left by a creator killed before it linked it: removed once its creator is
+   * gone (its record, or when it has none its name, names a pid gone here) or it is seen unchanged
+   * for staleMs. A live creator whose file is removed by mistake only tries again.
+   */
+  async #sweepNew(p: string, ops: LockOps): Promise<void> {
     const seen = await observeLock(p, ops);
     if (seen === null) return;
-    const gone = host !== undefined && safeDecode(host) === this.#host && !processExists(Number(pidText));
+    const { owner } = seen;
+    const namedPid = Number(/(\d+)-[0-9a-f]+$/.exec(p)?.[1]);
+    const gone = owner === null ? !processExists(namedPid) : this.#samePidSpace(owner) && !processExists(owner.pid);
     if (!gone && this.tracker.silentFor(p, seen.identity) < this.#staleMs) return;
     this.tracker.forget(p);
-    await ops.unlink(p).catch((err: unknown) => {
-      if (codeOf(err) !== 'ENOENT') throw err;
-    });
+    await removeLock(p, ops);
   }
 
   /** Why the lock seen at `lockPath` is dead, or null when its holder may be alive. */
@@ -408,9 +427,14 @@ export class Leases {
     // A lock is linked into place with its record written: a file without one was never a lock.
     if (seen.kind === 'file' && seen.owner === null) return 'a regular file without an owner record';
     const owner = seen.owner;
-    if (owner?.host === this.#host && !processExists(owner.pid)) return `its holder, pid ${owner.pid} of this host, is gone`;
+    if (owner !== null && this.#samePidSpace(owner) && !processExists(owner.pid)) return `its holder, pid ${owner.pid} of this host, is gone`;
     const silentMs = this.tracker.silentFor(lockPath, seen.identity);
     return silentMs >= this.#staleMs ? `not refreshed for ${Math.round(silentMs)} ms` : null;
+  }
+
+  /** Whether `owner`'s pid can be checked here: same host name and, where known, same boot and pid namespace. */
+  #samePidSpace(owner: LockOwner): boolean {
+    return owner.host === this.#host && owner.pids === PID_SPACE;
   }
 
   /**
@@ -526,7 +550,7 @@ export class Leases {
   }
 }
 
-/** Removes a taken-over lock: a file, or an older version's (empty) directory; never through a link. */
+/** Removes a lock or a by-product: a file, or an (empty) directory; never through a link. */
 async function removeLock(p: string, ops: LockOps): Promise<void> {
   let st: fs.BigIntStats;
   try {
@@ -535,14 +559,7 @@ async function removeLock(p: string, ops: LockOps): Promise<void> {
     if (codeOf(err) === 'ENOENT') return;
     throw err;
   }
-  await (st.isDirectory() ? ops.rmdir(p) : ops.unlink(p));
-}
-
-/** Decodes a URI component, or returns it as it is when it is not one. */
-export function safeDecode(text: string): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
-  }
+  await (st.isDirectory() ? ops.rmdir(p) : ops.unlink(p)).catch((err: unknown) => {
+    if (codeOf(err) !== 'ENOENT') throw err;
+  });
 }

@@ -31,7 +31,7 @@ import { abortableSleep, throwIfAborted } from '../abort.js';
 import { LockTimeoutError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { processExists } from '../process-liveness.js';
-import { SilenceTracker, observeLock, safeDecode } from './lease.js';
+import { SilenceTracker, observeLock } from './lease.js';
 import { lockFs } from './lock-fs.js';
 import { LOCK_PREFIX } from './lock-manager.js';
 import type { AcquireOptions, HeldLock, LockManager } from './lock-manager.js';
@@ -241,5 +241,13 @@ async function holding<T>(acquired: Promise<HeldLock>, fn: () => Promise<T>): Pr
     return await fn();
   } finally {
     await held.release();
+  }
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
   }
 }
