@@ -1,38 +1,44 @@
 /**
  * Named locks: an in-process mutex per name, and, when a lock directory is configured, a
- * cross-process lock (proper-lockfile) in that directory. On shared storage the lock directory is
+ * cross-process lock in that directory. On shared storage the lock directory is
  * `<instancesPath>/locks`, so every host sharing the cache shares the locks (Nova's
  * `nova-<name>` external locks).
  *
- * proper-lockfile's lock is the existence of a directory whose mtime the holder refreshes; a holder
- * that was killed stops refreshing, and after `staleMs` the next caller takes the lock over.
- * Releasing removes the directory, so lock files never pile up (Nova bug 1256306) and a lock is
- * never unlinked while another process holds it (Nova gap E).
+ * A cross-process lock is a file holding its owner record, whose mtime the holder refreshes,
+ * judged stale without trusting any clock but the waiter's monotonic one: see `lease.ts`.
+ * Releasing removes the file, so lock files never pile up (Nova bug 1256306) and a lock is never
+ * unlinked while another process holds it (Nova gap E).
  *
  * @module
  */
-import fs from 'node:fs';
-import { mkdir, readdir, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rename, stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
-import lockfile from 'proper-lockfile';
 import { abortableSleep, throwIfAborted } from '../abort.js';
 import { AbortedError, LockTimeoutError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { setLongTimeout } from '../timer.js';
+import { MAX_TIMER_MS, setLongTimeout } from '../timer.js';
 import type { LongTimer } from '../timer.js';
-import { lockFs } from './lock-fs.js';
+import { Leases, syncLockOps, threadLockOps } from './lease.js';
 
 const log = createLogger('lock');
 
-/** Prefix of lock directory names, like Nova's `nova-`. */
+/** Prefix of lock file names, like Nova's `nova-`. */
 export const LOCK_PREFIX = 'virt-imagecache-';
 
 /** Options of {@link LockManager}. */
 export interface LockManagerOptions {
   /** Directory for cross-process locks; omit for in-process locking only. */
   readonly lockDir?: string | undefined;
-  /** A cross-process lock not refreshed for this long is taken over, ms (min 2000). Default 10000. */
+  /**
+   * A cross-process lock seen unchanged (not refreshed) for this long, by the waiter's own
+   * monotonic clock, is taken over, ms (from 2000 to 2^31-1). Default 10000. No host's wall clock is compared
+   * with another's: skewed clocks neither steal a live lock nor keep a dead one.
+   */
   readonly staleMs?: number | undefined;
+  /** This host's name in lock owner records (a holder on this host whose pid is gone is dead at once). Default `os.hostname()`. */
+  readonly hostname?: string | undefined;
   /** Default wait for a lock before `LockTimeoutError`, ms. Default 1800000. */
   readonly timeoutMs?: number | undefined;
 }
@@ -69,13 +75,22 @@ export class LockManager {
   readonly #staleMs: number;
   readonly #timeoutMs: number;
   readonly #tails = new Map<string, Promise<void>>();
+  readonly #leases: Leases;
   #lockDirReady = false;
 
   /** @param options - lock directory and timings */
   constructor(options: LockManagerOptions = {}) {
     this.lockDir = options.lockDir;
-    this.#staleMs = Math.max(options.staleMs ?? 10_000, 2000);
+    // Capped like every timer: a larger staleness would fire at once in node's timers.
+    this.#staleMs = Math.min(Math.max(options.staleMs ?? 10_000, 2000), MAX_TIMER_MS);
     this.#timeoutMs = options.timeoutMs ?? 1_800_000;
+    this.#leases = new Leases({
+      staleMs: this.#staleMs,
+      host: options.hostname ?? os.hostname(),
+      onMovedAside: (lockPath, movedTo, why) => {
+        log('moved aside %s: found at the lock path %s, and no lock (%s)', movedTo, lockPath, why);
+      },
+    });
   }
 
   /** How long an acquisition waits by default before `LockTimeoutError`, ms. */
@@ -83,7 +98,7 @@ export class LockManager {
     return this.#timeoutMs;
   }
 
-  /** The lock directory path of `name` (a directory proper-lockfile creates while locked). */
+  /** The lock path of `name` (a file that exists while the lock is held, see `lease.ts`). */
   lockPathFor(name: string): string | undefined {
     return this.lockDir === undefined ? undefined : path.join(this.lockDir, `${LOCK_PREFIX}${name}.lock`);
   }
@@ -120,10 +135,13 @@ export class LockManager {
   }
 
   /**
-   * Removes the lock directories of holders that died (not refreshed for `staleMs`): the locks of
-   * names nobody asks for again, such as an entry a killed pass had just removed, would otherwise
-   * stay forever (Nova bug 1256306). Each one is taken over and released the ordinary way, so a
-   * lock that is live, or that another process takes first, is left alone.
+   * Removes the locks of holders that died: the locks of names nobody asks for again,
+   * such as an entry a killed pass had just removed, would otherwise stay forever (Nova bug
+   * 1256306). A lock of a gone pid on this host goes at once; any other is judged by observed
+   * silence, so it goes at the first call at least `staleMs` after this manager first saw it
+   * unchanged (passes run minutes apart). Each one is taken over and released the ordinary way, so
+   * a lock that is live, or that another process takes first, is left alone. What a takeover
+   * interrupted by a crash left is cleared too, and anything planted at a lock path moved aside.
    *
    * @returns the names whose stale lock was removed
    */
@@ -136,18 +154,19 @@ export class LockManager {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
     }
+    this.#leases.tracker.retain(this.lockDir, new Set(entries));
+    await this.#leases.sweep(this.lockDir, entries.filter((entry) => Leases.isByProduct(entry)), threadLockOps);
     const removed: string[] = [];
     for (const entry of entries) {
       if (!entry.startsWith(LOCK_PREFIX) || !entry.endsWith('.lock')) continue;
       const name = entry.slice(LOCK_PREFIX.length, -'.lock'.length);
       try {
-        if (Date.now() - (await stat(path.join(this.lockDir, entry))).mtimeMs < this.#staleMs) continue;
-        const lock = await this.acquire(name, { timeoutMs: 0 });
+        const lock = await this.acquire(name, { timeoutMs: 0, offThread: true });
         await lock.release();
         removed.push(name);
         log('removed the stale lock %s of a dead holder', name);
       } catch (err) {
-        // Gone meanwhile, or live again: either way not ours to remove.
+        // Live, or gone meanwhile: either way not ours to remove.
         if (!(err instanceof LockTimeoutError) && (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
     }
@@ -219,44 +238,55 @@ export class LockManager {
     const lockPath = this.lockPathFor(name);
     if (lockPath === undefined || this.lockDir === undefined) return undefined;
     if (!this.#lockDirReady) {
-      await mkdir(this.lockDir, { recursive: true });
+      await this.#makeLockDir();
       this.#lockDirReady = true;
     }
-    const target = path.join(this.lockDir, `${LOCK_PREFIX}${name}`);
+    const ops = options.offThread === true ? threadLockOps : syncLockOps;
     let delay = 25;
     let recreated = false;
     for (;;) {
       throwIfAborted(options.signal, `Waiting for lock ${name}`, options.imageId);
       try {
-        const unlock = await lockfile.lock(target, {
-          realpath: false,
-          lockfilePath: lockPath,
-          stale: this.#staleMs,
-          retries: 0,
-          fs: options.offThread === true ? fs : lockFs,
-          onCompromised: (err) => {
-            // Our refresh failed for longer than staleMs (event loop stalled, storage hung): another
-            // process may now hold it. Report instead of crashing the host process.
-            log('lock %s compromised: %O', name, err);
-          },
-        });
-        return async () => {
-          await unlock();
-        };
+        const held = await this.#leases.tryAcquire(lockPath, ops);
+        if (held !== null) return () => held.release();
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' && !recreated) {
-          // The lock directory was removed since we created it (an operator cleaning up): recreate it.
+        if ((code === 'ENOENT' || code === 'ENOTDIR') && !recreated) {
+          // The lock directory was removed since we created it (an operator cleaning up), or
+          // replaced by something else: make it again.
           recreated = true;
-          await mkdir(this.lockDir, { recursive: true });
+          await this.#makeLockDir();
           continue;
         }
-        if (code !== 'ELOCKED') throw err;
+        throw err;
       }
       const waited = Date.now() - started;
       if (waited >= timeoutMs) throw new LockTimeoutError(name, waited, options.imageId);
       await abortableSleep(Math.min(delay, timeoutMs - waited), options.signal, `Waiting for lock ${name}`);
       delay = Math.min(delay * 2, 500);
     }
+  }
+
+  /** Creates the lock directory; anything else at its name (a file, a dangling link) is moved aside. */
+  async #makeLockDir(): Promise<void> {
+    const dir = this.lockDir;
+    if (dir === undefined) return;
+    try {
+      await mkdir(dir, { recursive: true });
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EEXIST' && code !== 'ENOTDIR') throw err;
+    }
+    const isDir = await stat(dir).then(
+      (st) => st.isDirectory(),
+      () => false,
+    );
+    if (!isDir) {
+      const aside = `${dir}.planted-${randomBytes(6).toString('hex')}`;
+      await rename(dir, aside);
+      log('moved aside %s: found at the lock directory %s, and not a directory', aside, dir);
+    }
+    await mkdir(dir, { recursive: true });
   }
 }

@@ -4,7 +4,7 @@
  * in-process only, this one spans every process using the lock directory).
  *
  * Layout, in the {@link LockManager}'s lock directory:
- * - a gate: an ordinary named lock of the lock manager (in-process mutex + proper-lockfile). A
+ * - a gate: an ordinary named lock of the lock manager (in-process mutex + lease file). A
  *   reader holds it only while registering; a writer holds it for its whole turn, so no reader
  *   enters while a writer waits or works (writers are not starved by a stream of readers);
  * - `<name>.readers/`: one registration per reader, a proper-lockfile lock named
@@ -12,9 +12,10 @@
  *
  * A writer, holding the gate, waits until no live registration remains. A registration is dead,
  * and is removed, when its process is gone (same host: the pid no longer exists, so a SIGKILLed
- * reader is recovered at once) or when it was not refreshed for `staleMs` (another host, or a pid
- * reused by an unrelated process). A killed writer's gate goes stale the same way proper-lockfile
- * locks do.
+ * reader is recovered at once) or when the writer has seen it unchanged (not refreshed) for
+ * `staleMs` of its own monotonic time (another host, or a pid reused by an unrelated process):
+ * never by comparing the registration's mtime with this host's clock, which another host's need
+ * not match. A killed writer's gate goes stale the same way as every lock of the lock manager.
  *
  * Not re-entrant: a holder asking again for the same lock (shared inside exclusive, or shared
  * inside shared while a writer waits) deadlocks until its timeout.
@@ -22,7 +23,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, rmdir, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
@@ -30,6 +31,7 @@ import { abortableSleep, throwIfAborted } from '../abort.js';
 import { LockTimeoutError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { processExists } from '../process-liveness.js';
+import { SilenceTracker, observeLock } from './lease.js';
 import { lockFs } from './lock-fs.js';
 import { LOCK_PREFIX } from './lock-manager.js';
 import type { AcquireOptions, HeldLock, LockManager } from './lock-manager.js';
@@ -42,7 +44,7 @@ export interface ReadWriteLockOptions {
   readonly locks: LockManager;
   /** The lock's name (safe as a file name). */
   readonly name: string;
-  /** A registration not refreshed for this long is dead, ms (min 2000). Default 10000. */
+  /** A registration seen unchanged (not refreshed) for this long, by the writer's monotonic clock, is dead, ms (min 2000). Default 10000. */
   readonly staleMs?: number | undefined;
   /** This host's name in registrations. Default `os.hostname()`. */
   readonly hostname?: string | undefined;
@@ -54,7 +56,7 @@ export interface ReaderRegistration {
   readonly host: string;
   /** The reader's process id. */
   readonly pid: number;
-  /** When it was last refreshed, ms since the epoch. */
+  /** Its mtime, ms since the epoch by the reader's clock (only compared with itself). */
   readonly refreshedMs: number;
 }
 
@@ -70,6 +72,7 @@ export class ReadWriteLock {
   readonly #locks: LockManager;
   readonly #staleMs: number;
   readonly #host: string;
+  readonly #tracker = new SilenceTracker();
   #localReaders = 0;
 
   /** @param options - the lock manager, the name and the staleness */
@@ -146,8 +149,9 @@ export class ReadWriteLock {
   }
 
   /**
-   * The live reader registrations; dead ones (gone process on this host, or not refreshed for
-   * `staleMs`) are removed on the way. In-process only: one entry per local reader.
+   * The live reader registrations; dead ones (gone process on this host, or seen unrefreshed for
+   * `staleMs` across calls on this lock) and anything planted among them are removed on the way.
+   * In-process only: one entry per local reader.
    */
   async readers(): Promise<ReaderRegistration[]> {
     if (this.readersDir === undefined) {
@@ -161,29 +165,34 @@ export class ReadWriteLock {
       throw err;
     }
     const live: ReaderRegistration[] = [];
+    this.#tracker.retain(this.readersDir, new Set(names));
     for (const name of names) {
       if (!name.endsWith(LOCK_SUFFIX)) continue;
       const [host, pidText] = name.slice(0, -LOCK_SUFFIX.length).split('~');
       const pid = Number(pidText);
       const entry = path.join(this.readersDir, name);
-      let refreshedMs: number;
-      try {
-        refreshedMs = (await stat(entry)).mtimeMs;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw err;
+      const seen = await observeLock(entry);
+      if (seen === null) continue;
+      if (seen.kind !== 'directory') {
+        // Planted (a file, a link, a FIFO): no reader. Unlinked, never opened nor followed.
+        log('removing %s of %s: not a registration', name, this.name);
+        await unlink(entry).catch((err: unknown) => {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        });
+        continue;
       }
       const decodedHost = host === undefined ? '' : safeDecode(host);
-      const stale = Date.now() - refreshedMs > this.#staleMs;
+      const stale = this.#tracker.silentFor(entry, seen.identity) >= this.#staleMs;
       const gone = decodedHost === this.#host && !processExists(pid);
       if (stale || gone) {
         log('removing dead reader %s of %s (%s)', name, this.name, gone ? 'process gone' : 'not refreshed');
+        this.#tracker.forget(entry);
         await rmdir(entry).catch((err: unknown) => {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         });
         continue;
       }
-      live.push({ host: decodedHost, pid, refreshedMs });
+      live.push({ host: decodedHost, pid, refreshedMs: seen.mtimeMs });
     }
     return live;
   }

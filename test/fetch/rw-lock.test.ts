@@ -1,5 +1,6 @@
 // The readers/writer lock behind nova-powervm's cache_lock (spawns read, the cleanup pass writes),
-// across real processes: a SIGKILLed reader is recovered by pid liveness, a stale one by mtime.
+// across real processes: a SIGKILLed reader is recovered by pid liveness, a stale one once seen
+// unrefreshed for staleMs.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -7,7 +8,7 @@ import { mkdir, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { LOCK_PREFIX, LockManager, ReadWriteLock, isImageCacheError } from '../../src/index.js';
-import { startChild, waitForLine } from '../helpers/child.js';
+import { killAll, killAndWait, startChild, waitForLine } from '../helpers/child.js';
 import { listDir, makeTempDir } from '../helpers/tmp.js';
 
 const isTimeout = (err: unknown): boolean => isImageCacheError(err) && err.code === 'ERR_LOCK_TIMEOUT';
@@ -22,7 +23,7 @@ describe('ReadWriteLock', () => {
     lockDir = path.join(dir, 'locks');
   });
   afterEach(async () => {
-    for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await killAll(children);
     await cleanup();
   });
 
@@ -33,11 +34,7 @@ describe('ReadWriteLock', () => {
     await waitForLine(child, 'LOCKED');
     return child;
   };
-  const kill = async (child: ChildProcess): Promise<void> => {
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
-  };
+  const kill = killAndWait;
 
   it('readers share; a writer waits for all of them; a reader arriving while the writer waits goes after it', async () => {
     const lock = make();
@@ -90,14 +87,25 @@ describe('ReadWriteLock', () => {
     await held.release();
   });
 
-  it("a reader of another host counts while refreshed and is dropped once stale (its pid cannot be checked)", async () => {
+  it('a reader of another host counts while refreshed and is dropped once seen unrefreshed for staleMs, whatever its mtime says', async () => {
     const lock = make(2000);
     const registration = path.join(lock.readersDir ?? '', 'compute-2.example~4242~0badc0de.lock');
     await mkdir(registration, { recursive: true });
-    await assert.rejects(lock.acquireExclusive({ timeoutMs: 200 }), isTimeout);
-    const old = (Date.now() - 60_000) / 1000;
-    await utimes(registration, old, old);
-    const held = await lock.acquireExclusive({ timeoutMs: 1000 });
+    // Its host's clock is a day ahead: the mtime says "fresh" for a day, and must not be believed.
+    const ahead = (Date.now() + 86_400_000) / 1000;
+    await utimes(registration, ahead, ahead);
+    // Refreshed (each time a second further ahead), it counts however long the writer waits.
+    let refreshes = 0;
+    const refresher = setInterval(() => {
+      refreshes += 1;
+      void utimes(registration, ahead + refreshes, ahead + refreshes);
+    }, 400);
+    try {
+      await assert.rejects(lock.acquireExclusive({ timeoutMs: 5000 }), isTimeout);
+    } finally {
+      clearInterval(refresher);
+    }
+    const held = await lock.acquireExclusive({ timeoutMs: 15_000 });
     await held.release();
     assert.deepEqual(await listDir(lock.readersDir ?? ''), []);
   });

@@ -131,3 +131,16 @@ export function startIpcChild(script: string, arg: unknown, as?: { uid: number; 
     },
   };
 }
+
+/** Kills `child` with SIGKILL and resolves once it is gone (reaped: its pid no longer exists). */
+export async function killAndWait(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/** Kills every child still running and empties the list (an afterEach's cleanup). */
+export async function killAll(children: ChildProcess[]): Promise<void> {
+  await Promise.all(children.splice(0).map(killAndWait));
+}
