@@ -38,6 +38,17 @@ export interface GlanceBodyContext {
   readonly start: (position: number) => Promise<BodyExchange>;
 }
 
+/**
+ * Whether a 416 to `Range: bytes=<position>-` means the image ends at `position`. An RFC 9110
+ * server says where it ends (`Content-Range: bytes * /<size>`); the real Glance sends no
+ * Content-Range, and answers 416 to a well-formed open-ended range only when it starts at or past
+ * the end (an offset past the end then reads as empty, and the size check catches it).
+ */
+function endsAt(contentRange: string | undefined, position: number): boolean {
+  if (contentRange === undefined) return true;
+  return parseContentRange(contentRange)?.total === position;
+}
+
 /** One image body over as many requests as it takes. Use {@link GlanceBodyReader.begin} first. */
 export class GlanceBodyReader implements ImageReader {
   readonly #ctx: GlanceBodyContext;
@@ -144,8 +155,8 @@ export class GlanceBodyReader implements ImageReader {
       }
       exchange.close();
       this.#current = undefined;
-      if (status === 416 && position > 0 && parseContentRange(head.header('content-range'))?.total === position) {
-        // Asked for the bytes after the last one: the image ends exactly here.
+      if (status === 416 && position > 0 && endsAt(head.header('content-range'), position)) {
+        // Asked for the bytes after the last one: the image ends here.
         this.#finish();
         return undefined;
       }
