@@ -38,17 +38,6 @@ export interface GlanceBodyContext {
   readonly start: (position: number) => Promise<BodyExchange>;
 }
 
-/**
- * Whether a 416 to `Range: bytes=<position>-` means the image ends at `position`. An RFC 9110
- * server says where it ends (`Content-Range: bytes * /<size>`); the real Glance sends no
- * Content-Range, and answers 416 to a well-formed open-ended range only when it starts at or past
- * the end (an offset past the end then reads as empty, and the size check catches it).
- */
-function endsAt(contentRange: string | undefined, position: number): boolean {
-  if (contentRange === undefined) return true;
-  return parseContentRange(contentRange)?.total === position;
-}
-
 /** One image body over as many requests as it takes. Use {@link GlanceBodyReader.begin} first. */
 export class GlanceBodyReader implements ImageReader {
   readonly #ctx: GlanceBodyContext;
@@ -155,8 +144,8 @@ export class GlanceBodyReader implements ImageReader {
       }
       exchange.close();
       this.#current = undefined;
-      if (status === 416 && position > 0 && endsAt(head.header('content-range'), position)) {
-        // Asked for the bytes after the last one: the image ends here.
+      if (status === 416 && position > 0 && (await this.#sizeAfter416(head, position)) === position) {
+        // Asked for the bytes after the last one: the image ends exactly here.
         this.#finish();
         return undefined;
       }
@@ -165,6 +154,29 @@ export class GlanceBodyReader implements ImageReader {
         throw this.#fatal(new ImageNotActiveError(imageId, 'queued'));
       }
       await this.#failed(statusFailure(imageId, status, exchange.url, this.#failures + 1));
+    }
+  }
+
+  /**
+   * The image's size as a 416 to `Range: bytes=<position>-` tells it. An RFC 9110 server says it
+   * in `Content-Range: bytes * /<size>`; the real Glance sends no Content-Range, so ask for the
+   * byte before `position`: its `Content-Range` (or a whole body's length) gives the size when
+   * that byte exists. Null when nothing says.
+   */
+  async #sizeAfter416(head: ResponseHead, position: number): Promise<number | null> {
+    const stated = head.header('content-range');
+    if (stated !== undefined) return parseContentRange(stated)?.total ?? null;
+    let probe: BodyExchange | undefined;
+    try {
+      probe = await this.#ctx.start(position - 1);
+      const answer = await probe.head;
+      if (answer.status === 206) return parseContentRange(answer.header('content-range'))?.total ?? null;
+      const length = Number(answer.header('content-length'));
+      return answer.status === 200 && Number.isSafeInteger(length) ? length : null;
+    } catch {
+      return null;
+    } finally {
+      probe?.close();
     }
   }
 

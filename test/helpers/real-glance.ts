@@ -15,10 +15,13 @@ import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -40,7 +43,7 @@ export interface RealGlance extends AsyncDisposable {
   /** `POST /v2/images`; resolves with the new (queued) image's document. */
   createImage(fields?: Readonly<Record<string, unknown>>): Promise<GlanceImageDocument>;
   /** `PUT /v2/images/{id}/file` with `data`. */
-  upload(imageId: string, data: Uint8Array | AsyncIterable<Uint8Array>): Promise<void>;
+  upload(imageId: string, data: Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void>;
   /** Creates an image and uploads `data`; resolves with its (active) document. */
   createActiveImage(data: Uint8Array, fields?: Readonly<Record<string, unknown>>): Promise<GlanceImageDocument>;
   /** `GET /v2/images/{id}`. */
@@ -268,16 +271,19 @@ export async function startRealGlance(glanceApi = findGlanceApi()): Promise<Real
         return (await res.json()) as GlanceImageDocument;
       },
       async upload(imageId, data) {
-        const body = data instanceof Uint8Array ? data : (data as unknown as ReadableStream);
-        await check(
-          await fetch(`${api}/${imageId}/file`, {
-            method: 'PUT',
-            headers: { 'content-type': 'application/octet-stream' },
-            body,
-            ...(data instanceof Uint8Array ? {} : { duplex: 'half' }),
-          }),
-          `upload ${imageId}`,
-        );
+        // node:http rather than fetch: the body streams from any iterable (a 1 GiB one, in the bench).
+        const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+          const req = request(`${api}/${imageId}/file`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' } }, (res) => {
+            let text = '';
+            res.on('data', (d: Buffer) => (text += d.toString()));
+            res.on('end', () => {
+              resolve({ status: res.statusCode ?? 0, text });
+            });
+          });
+          req.on('error', reject);
+          pipeline(data instanceof Uint8Array ? Readable.from([data]) : Readable.from(data), req).catch(reject);
+        });
+        if (answer.status !== 204) throw new Error(`upload ${imageId}: Glance answered ${answer.status} ${answer.text}`);
       },
       async createActiveImage(data, fields = {}) {
         const created = await glance.createImage(fields);
