@@ -28,6 +28,7 @@ const run = promisify(execFile);
 
 /** Where Debian puts the server; PATH is searched too. */
 const GLANCE_API_CANDIDATES = ['/usr/bin/glance-api'];
+const SETPRIV = '/usr/bin/setpriv';
 /** Startup takes seconds on a quiet machine; this only guards against a hang. */
 const START_TIMEOUT_MS = 120_000;
 const POLL_MS = 100;
@@ -76,8 +77,13 @@ function executable(candidate: string): boolean {
   }
 }
 
-/** The `glance-api` executable, or null. Its sibling `glance-manage` is assumed beside it. */
+/**
+ * The `glance-api` executable, or null: `$GLANCE_API` when set (another install, e.g. a virtualenv),
+ * else Debian's, else the first on PATH. Its sibling `glance-manage` is assumed beside it.
+ */
 export function findGlanceApi(): string | null {
+  const chosen = process.env.GLANCE_API;
+  if (chosen !== undefined && chosen !== '') return executable(chosen) ? chosen : null;
   const onPath = (process.env.PATH ?? '').split(path.delimiter).filter((dir) => dir !== '').map((dir) => path.join(dir, 'glance-api'));
   return [...GLANCE_API_CANDIDATES, ...onPath].find(executable) ?? null;
 }
@@ -92,7 +98,7 @@ export async function startRealGlanceOrSkip(): Promise<{ glance: RealGlance; ski
   const ci = process.env.CI === 'true';
   const glanceApi = findGlanceApi();
   if (glanceApi === null) {
-    const reason = 'glance-api is not installed (Debian: apt-get install glance-api)';
+    const reason = `glance-api is not installed (Debian: apt-get install glance-api${process.env.GLANCE_API === undefined ? '' : `; GLANCE_API=${process.env.GLANCE_API}`})`;
     if (ci) throw new Error(`${reason}: CI must test against the real Glance (.ci/run installs it)`);
     return { glance: undefined, skip: reason };
   }
@@ -230,7 +236,10 @@ export async function startRealGlance(glanceApi = findGlanceApi()): Promise<Real
     const [version] = await Promise.all([glanceVersion(glanceApi), run(glanceManage, ['--config-file', conf, 'db_sync'])]);
 
     // Its own process group, so close() ends the server and anything it forked in one kill.
-    child = spawn(glanceApi, ['--config-file', conf], { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    // setpriv (util-linux) makes the kernel kill the server should this process die without its
+    // exit handlers (SIGKILL, a test runner's timeout); it then execs glance-api in place.
+    const command = executable(SETPRIV) ? [SETPRIV, '--pdeathsig', 'KILL', '--', glanceApi] : [glanceApi];
+    child = spawn(command[0] ?? glanceApi, [...command.slice(1), '--config-file', conf], { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     // A test process that dies must not leave the server running.
