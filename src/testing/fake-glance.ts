@@ -442,6 +442,12 @@ function sendError(req: IncomingMessage, res: ServerResponse, error: GlanceError
   // webob's body template; the 405 one has no comment line.
   const raw = (escape: (text: string) => string): string =>
     `${escape(error.explanation)}<br /><br />\n${escape(error.detail ?? '')}${error.status === 405 ? '' : '\n\n'}`;
+  if (req.method === 'HEAD') {
+    // webob answers HEAD with its default (HTML) type and no body.
+    res.writeHead(error.status, { ...error.headers, 'content-type': 'text/html; charset=UTF-8', 'content-length': 0 });
+    res.end();
+    return;
+  }
   const accept = req.headers.accept ?? '';
   const html = accept === '' ? 0 : acceptQuality(accept, 'text/html');
   const json = accept === '' ? 0 : acceptQuality(accept, 'application/json');
@@ -480,40 +486,78 @@ function sendCrash(res: ServerResponse): void {
   res.end();
 }
 
-/** Glance's (webob's) reading of `Range`. */
+/** Glance's (webob's) reading of `Range`; `crash` where Glance itself fails (a 500). */
 type RangeAnswer =
   | { readonly kind: 'none' }
+  | { readonly kind: 'crash' }
   | { readonly kind: 'range'; readonly start: number; readonly end: number }
   | { readonly kind: 'error'; readonly error: GlanceError };
 
+function unsatisfiable(detail: string): RangeAnswer {
+  return { kind: 'error', error: { status: 416, explanation: 'The Range requested is not available.', detail } };
+}
+
 /**
- * Reads a `Range` header as Glance 25 does: several ranges are 400; a header webob cannot parse
+ * Reads `Range` as Glance 25 does: several ranges are 400; a header webob cannot parse
  * (`bytes=5-2`, not `bytes=`) is 416 "Invalid Range header."; a start at or past the end is 416;
  * `bytes=-N` is the last N bytes (the whole image when N is not below the size); an end past the
- * image is cut to it. `[start, end)` otherwise.
+ * image is cut to it; `bytes=-` makes Glance fail. Without `Range`, Glance still reads a request
+ * `Content-Range` (its legacy form), see {@link parseGlanceContentRange}.
  */
-function parseGlanceRange(header: string | undefined, size: number): RangeAnswer {
-  if (header === undefined) return { kind: 'none' };
+function parseGlanceRange(header: string | undefined, contentRange: string | undefined, size: number | null): RangeAnswer {
+  if (header === undefined) return contentRange === undefined ? { kind: 'none' } : parseGlanceContentRange(contentRange, size);
   if (header.includes(',')) {
     return {
       kind: 'error',
       error: { status: 400, explanation: 'Requests with multiple ranges are not supported in Glance. You may make multiple single-range requests instead.' },
     };
   }
-  const unsatisfiable = (detail: string): RangeAnswer => ({ kind: 'error', error: { status: 416, explanation: 'The Range requested is not available.', detail } });
   const match = /^bytes *= *(\d*) *- *(\d*)/i.exec(header);
-  if (match === null || (match[1] === '' && match[2] === '')) return unsatisfiable('Invalid Range header.');
+  if (match === null) return unsatisfiable('Invalid Range header.');
   const [, first = '', last = ''] = match;
-  if (first === '') {
-    const suffix = Number(last);
+  // webob reads `bytes=-N` as a start of -N to the end: `bytes=-` fails on `int('')`, and -0 is
+  // a start of 0 (so it is checked against the size like any other start).
+  if (first === '' && last === '') return { kind: 'crash' };
+  const suffix = first === '' ? Number(last) : 0;
+  if (suffix > 0) {
+    if (size === null) return { kind: 'crash' };
     return { kind: 'range', start: suffix < size ? size - suffix : 0, end: size };
   }
   const start = Number(first);
-  if (last !== '' && Number(last) < start) return unsatisfiable('Invalid Range header.');
+  const open = first === '' || last === '';
+  if (!open && Number(last) < start) return unsatisfiable('Invalid Range header.');
+  // An image without data has no size yet, and Glance fails comparing with it.
+  if (size === null) return { kind: 'crash' };
   if (start >= size) {
     return unsatisfiable(`Invalid start position in Range header. Start position MUST be in the inclusive range [0, ${size - 1}].`);
   }
-  return { kind: 'range', start, end: last === '' ? size : Math.min(Number(last) + 1, size) };
+  return { kind: 'range', start, end: open ? size : Math.min(Number(last) + 1, size) };
+}
+
+/**
+ * Glance's legacy reading of a request `Content-Range: bytes F-L/(N|*)`: F..L when webob finds it
+ * valid and it starts (and, without N, ends) within the image; 416 otherwise; `bytes * /N` makes
+ * Glance fail. (With N given, Glance does not check L against the image and announces more bytes
+ * than it has; the fake cuts the range to the image instead.)
+ */
+function parseGlanceContentRange(header: string, size: number | null): RangeAnswer {
+  const match = /^bytes (?:(\d+)-(\d+)|\*)\/(?:(\d+)|\*)/.exec(header);
+  if (match === null) return unsatisfiable('Invalid Content-Range header.');
+  const [, first, last, total] = match;
+  if (first === undefined || last === undefined) return { kind: 'crash' };
+  const start = Number(first);
+  const stop = Number(last) + 1;
+  const length = total === undefined ? null : Number(total);
+  const valid = start < stop && (length === null || (stop <= length && start < length));
+  if (!valid) return unsatisfiable('Invalid Content-Range header.');
+  if (size === null) return { kind: 'crash' };
+  if (length === null && stop > size) {
+    return unsatisfiable(`Invalid stop position in Content-Range header. The stop position MUST be in the inclusive range [0, ${size - 1}].`);
+  }
+  if (start >= size) {
+    return unsatisfiable(`Invalid start position in Content-Range header. Start position MUST be in the inclusive range [0, ${size - 1}].`);
+  }
+  return { kind: 'range', start, end: Math.min(stop, size) };
 }
 
 /**
@@ -593,7 +637,8 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
       container_format: image.containerFormat ?? 'bare',
       visibility: 'shared',
       size: hasData ? state.size : null,
-      virtual_size: hasData ? (image.virtualSize ?? (diskFormat === 'raw' ? state.size : null)) : null,
+      // Glance sets a raw image's virtual size to its size, unless it is empty.
+      virtual_size: hasData ? (image.virtualSize ?? (diskFormat === 'raw' && state.size > 0 ? state.size : null)) : null,
       status: state.status,
       checksum: digests?.md5 ?? null,
       protected: false,
@@ -628,8 +673,10 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     }
     const digests = await publishedDigests(state);
     if (digests === null) {
-      // Glance reads the Range against a size it does not have yet, and fails.
-      if (req.headers.range !== undefined && state.faults.honourRange !== false) sendCrash(res);
+      // Glance reads a range against a size it does not have yet: a valid one makes it fail.
+      const range = state.faults.honourRange === false ? ({ kind: 'none' } as const) : parseGlanceRange(req.headers.range, req.headers['content-range'], null);
+      if (range.kind === 'error') sendError(req, res, range.error);
+      else if (range.kind !== 'none') sendCrash(res);
       else {
         res.writeHead(204, { 'content-length': 0 });
         res.end();
@@ -643,9 +690,13 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     let status = 200;
     // Glance sends the whole image's md5 even with a range, and no Accept-Ranges.
     const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream', 'content-md5': digests.md5 };
-    const range = faults.honourRange === false ? ({ kind: 'none' } as const) : parseGlanceRange(req.headers.range, length);
+    const range = faults.honourRange === false ? ({ kind: 'none' } as const) : parseGlanceRange(req.headers.range, req.headers['content-range'], length);
     if (range.kind === 'error') {
       sendError(req, res, range.error);
+      return;
+    }
+    if (range.kind === 'crash') {
+      sendCrash(res);
       return;
     }
     if (range.kind === 'range') {
