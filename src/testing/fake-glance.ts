@@ -109,7 +109,10 @@ export interface FakeImage {
    * multihash at all (only the md5 `checksum`), like images uploaded before Glance had one.
    */
   readonly hashAlgo?: string | null | undefined;
-  /** `virtual_size`. Default: the size for `raw`, null otherwise. */
+  /**
+   * `virtual_size`. Default: what Glance finds: the size for a non-empty `raw` image, the header's
+   * size for `qcow2` bytes, null otherwise.
+   */
   readonly virtualSize?: number | undefined;
   /** Precomputed md5 `checksum` (hex), to skip hashing large content. */
   readonly checksum?: string | undefined;
@@ -304,6 +307,20 @@ async function computeDigests(content: FakeImageContent, algorithm: string | nul
     }
   }
   return { md5: md5.digest('hex'), hash: hash?.digest('hex') ?? null };
+}
+
+/**
+ * The virtual size Glance's format inspector finds at upload: a raw image's size (none when it is
+ * empty), a qcow2 header's size field; null for what the fake does not inspect.
+ */
+function inspectedVirtualSize(diskFormat: string, content: FakeImageContent): number | null {
+  const size = contentSize(content);
+  if (diskFormat === 'raw') return size > 0 ? size : null;
+  if (diskFormat === 'qcow2' && content instanceof Uint8Array && content.length >= 32) {
+    const header = Buffer.from(content.buffer, content.byteOffset, 32);
+    if (header.readUInt32BE(0) === 0x514649fb) return Number(header.readBigUInt64BE(24));
+  }
+  return null;
 }
 
 /** Same length and alphabet, different value. */
@@ -637,8 +654,7 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
       container_format: image.containerFormat ?? 'bare',
       visibility: 'shared',
       size: hasData ? state.size : null,
-      // Glance sets a raw image's virtual size to its size, unless it is empty.
-      virtual_size: hasData ? (image.virtualSize ?? (diskFormat === 'raw' && state.size > 0 ? state.size : null)) : null,
+      virtual_size: hasData ? (image.virtualSize ?? inspectedVirtualSize(diskFormat, image.content)) : null,
       status: state.status,
       checksum: digests?.md5 ?? null,
       protected: false,

@@ -3,14 +3,17 @@
 // must be equal: status, the framing and content headers, the body (error texts included), the
 // image document's fields and hashes, and Range handling.
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import path from 'node:path';
 import type { IncomingHttpHeaders } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { startFakeGlance } from '../../src/testing/index.js';
 import type { FakeGlance } from '../../src/testing/index.js';
 import type { GlanceImageDocument } from '../helpers/real-glance.js';
 import { startRealGlanceOrSkip } from '../helpers/real-glance.js';
-import { seededBytes } from '../helpers/tmp.js';
+import { findQemuImg, runQemuImg } from '../helpers/qemu.js';
+import { makeTempDir, seededBytes } from '../helpers/tmp.js';
 
 const { glance: real, skip } = await startRealGlanceOrSkip();
 const DATA = seededBytes(256 * 1024 + 7, 51);
@@ -95,6 +98,8 @@ describe(`the fake Glance answers as the real Glance ${real?.version ?? ''}`, { 
   let deactivated: GlanceImageDocument;
   let deleted: GlanceImageDocument;
   let empty: GlanceImageDocument;
+  let qcow2: GlanceImageDocument | undefined;
+  let qcow2Bytes: Buffer | undefined;
 
   before(async () => {
     assert.ok(real !== undefined);
@@ -105,6 +110,16 @@ describe(`the fake Glance answers as the real Glance ${real?.version ?? ''}`, { 
     deleted = await real.createActiveImage(DATA);
     await real.deleteImage(deleted.id);
     empty = await real.createActiveImage(new Uint8Array(0));
+    if (findQemuImg() !== null) {
+      const { dir, cleanup } = await makeTempDir('vic-fake-vs-real-');
+      try {
+        await runQemuImg(['create', '-q', '-f', 'qcow2', path.join(dir, 'image.qcow2'), '12345k']);
+        qcow2Bytes = await readFile(path.join(dir, 'image.qcow2'));
+      } finally {
+        await cleanup();
+      }
+      qcow2 = await real.createActiveImage(qcow2Bytes, { disk_format: 'qcow2' });
+    }
     fake = await startFakeGlance({
       images: [
         { id: active.id, content: DATA, name: 'pinned' },
@@ -112,6 +127,7 @@ describe(`the fake Glance answers as the real Glance ${real?.version ?? ''}`, { 
         { id: deactivated.id, content: DATA, status: 'deactivated' },
         { id: deleted.id, content: DATA, status: 'deleted' },
         { id: empty.id, content: new Uint8Array(0) },
+        ...(qcow2 === undefined || qcow2Bytes === undefined ? [] : [{ id: qcow2.id, content: qcow2Bytes, diskFormat: 'qcow2' }]),
       ],
     });
   });
@@ -130,8 +146,8 @@ describe(`the fake Glance answers as the real Glance ${real?.version ?? ''}`, { 
     assert.deepEqual(fromFake, fromReal, `${what}: the fake (actual) differs from the real Glance (expected)`);
   }
 
-  it('image documents: the same fields, values and hashes (active, empty, queued, deactivated)', async () => {
-    for (const image of [active, empty, queued, deactivated]) {
+  it('image documents: the same fields, values and hashes (raw, empty, qcow2 when qemu-img is installed, queued, deactivated)', async () => {
+    for (const image of [active, empty, ...(qcow2 === undefined ? [] : [qcow2]), queued, deactivated]) {
       const [fromFake, fromReal] = await both('GET', `/v2/images/${image.id}`, { accept: 'application/json' });
       assert.equal(fromFake.status, 200);
       const fakeDocument = comparable(JSON.parse(fromFake.body) as Record<string, unknown>);
