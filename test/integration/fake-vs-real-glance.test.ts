@@ -139,7 +139,7 @@ describe(`the fake Glance answers as the real Glance ${real?.version ?? ''}`, { 
   /** Sends the same request to both; the real one to the anonymous (non-admin) pipeline when `asUser`. */
   async function both(method: string, urlPath: string, headers: Record<string, string>, asUser = false): Promise<[Answer, Answer]> {
     assert.ok(real !== undefined);
-    return [await probe(fake.url, method, urlPath, headers), await probe(asUser ? real.anonymousUrl : real.url, method, urlPath, headers)];
+    return Promise.all([probe(fake.url, method, urlPath, headers), probe(asUser ? real.anonymousUrl : real.url, method, urlPath, headers)]);
   }
 
   function assertSame([fromFake, fromReal]: [Answer, Answer], what: string): void {
