@@ -167,7 +167,7 @@ export class GlanceBodyReader implements ImageReader {
         return exchange;
       }
       this.#drop();
-      if (status === 416 && position > 0 && parseContentRange(head.header('content-range'))?.total === position) {
+      if (status === 416 && position > 0 && (await this.#sizeAfter416(head, position)) === position) {
         // Asked for the bytes after the last one: the image ends exactly here.
         this.#finish();
         return undefined;
@@ -177,6 +177,33 @@ export class GlanceBodyReader implements ImageReader {
         throw this.#fatal(new ImageNotActiveError(imageId, 'queued'));
       }
       await this.#failed(statusFailure(imageId, status, exchange.url, this.#failures + 1));
+    }
+  }
+
+  /**
+   * The image's size as a 416 to `Range: bytes=<position>-` tells it. An RFC 9110 server says it
+   * in `Content-Range: bytes * /<size>`; the real Glance sends no Content-Range, so ask for the
+   * byte before `position`: its `Content-Range` (or a whole body's length) gives the size when
+   * that byte exists. Null when nothing says.
+   */
+  async #sizeAfter416(head: ResponseHead, position: number): Promise<number | null> {
+    const stated = head.header('content-range');
+    if (stated !== undefined) return parseContentRange(stated)?.total ?? null;
+    let probe: BodyExchange | undefined;
+    try {
+      probe = await this.#ctx.start(position - 1);
+      const asked = probe;
+      const { headTimeoutMs } = this.#ctx;
+      const answer = await withDeadline(asked.head, headTimeoutMs, 'ERR_HEAD_TIMEOUT', `no response head from ${asked.url} within ${headTimeoutMs} ms`, () => {
+        asked.close();
+      });
+      if (answer.status === 206) return parseContentRange(answer.header('content-range'))?.total ?? null;
+      const length = Number(answer.header('content-length'));
+      return answer.status === 200 && Number.isSafeInteger(length) ? length : null;
+    } catch {
+      return null;
+    } finally {
+      probe?.close();
     }
   }
 

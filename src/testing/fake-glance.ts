@@ -9,8 +9,8 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
-import { createServer } from 'node:http';
+import { createHash, randomUUID } from 'node:crypto';
+import { STATUS_CODES, createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
@@ -72,7 +72,7 @@ export interface FakeImageFaults {
    * the real size, to test size verification. Bytes past the real content are zeros.
    */
   readonly wrongLength?: number | undefined;
-  /** Honour `Range: bytes=N-` with 206; when false, answer 200 with the whole body. Default true. */
+  /** Honour `Range` with 206 (see {@link startFakeGlance}); when false, ignore it: 200 with the whole body. Default true. */
   readonly honourRange?: boolean | undefined;
   /** The status `failFirst` answers: any 4xx or 5xx. Default 503. */
   readonly failStatus?: number | undefined;
@@ -96,9 +96,9 @@ export interface FakeImage {
   readonly id: string;
   /** The bytes. */
   readonly content: FakeImageContent;
-  /** Glance status. Default `active`; any other status has no data (see {@link startFakeGlance}). */
+  /** Glance status. Default `active`; see {@link startFakeGlance} for what other statuses answer. */
   readonly status?: string | undefined;
-  /** Display name. Default: the id. */
+  /** Display name. Default null, as Glance's when none is given. */
   readonly name?: string | undefined;
   /** `disk_format`. Default `raw`. */
   readonly diskFormat?: string | undefined;
@@ -109,7 +109,10 @@ export interface FakeImage {
    * multihash at all (only the md5 `checksum`), like images uploaded before Glance had one.
    */
   readonly hashAlgo?: string | null | undefined;
-  /** `virtual_size`. Default: the size for `raw`, null otherwise. */
+  /**
+   * `virtual_size`. Default: what Glance finds: the size for a non-empty `raw` image, the header's
+   * size for `qcow2` bytes, null otherwise.
+   */
   readonly virtualSize?: number | undefined;
   /** Precomputed md5 `checksum` (hex), to skip hashing large content. */
   readonly checksum?: string | undefined;
@@ -184,6 +187,8 @@ interface Digests {
 interface ImageState {
   readonly image: FakeImage;
   readonly size: number;
+  /** `created_at`, as Glance formats it (seconds, `Z`). */
+  readonly created: string;
   status: string;
   faults: FakeImageFaults;
   failuresUsed: number;
@@ -304,6 +309,20 @@ async function computeDigests(content: FakeImageContent, algorithm: string | nul
   return { md5: md5.digest('hex'), hash: hash?.digest('hex') ?? null };
 }
 
+/**
+ * The virtual size Glance's format inspector finds at upload: a raw image's size (none when it is
+ * empty), a qcow2 header's size field; null for what the fake does not inspect.
+ */
+function inspectedVirtualSize(diskFormat: string, content: FakeImageContent): number | null {
+  const size = contentSize(content);
+  if (diskFormat === 'raw') return size > 0 ? size : null;
+  if (diskFormat === 'qcow2' && content instanceof Uint8Array && content.length >= 32) {
+    const header = Buffer.from(content.buffer, content.byteOffset, 32);
+    if (header.readUInt32BE(0) === 0x514649fb) return Number(header.readBigUInt64BE(24));
+  }
+  return null;
+}
+
 /** Same length and alphabet, different value. */
 function corrupt(hex: string): string {
   return (hex.startsWith('0') ? '1' : '0') + hex.slice(1);
@@ -348,6 +367,7 @@ function newState(image: FakeImage): ImageState {
   return {
     image,
     size: contentSize(content),
+    created: `${new Date().toISOString().slice(0, 19)}Z`,
     status: image.status ?? 'active',
     faults: { ...image.faults },
     failuresUsed: 0,
@@ -372,27 +392,203 @@ function pause(ms: number, closed: Promise<void>): Promise<void> {
   });
 }
 
+/** JSON spaced as Python's `json.dumps` spaces it (`", "` and `": "`), so lengths match Glance's. */
+function pythonJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(pythonJson).join(', ')}]`;
+  if (typeof value === 'object' && value !== null) {
+    return `{${Object.entries(value)
+      .filter(([, field]) => field !== undefined)
+      .map(([key, field]) => `${JSON.stringify(key)}: ${pythonJson(field)}`)
+      .join(', ')}}`;
+  }
+  return JSON.stringify(value);
+}
+
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=UTF-8',
-    'content-length': Buffer.byteLength(text),
-  });
+  const text = pythonJson(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 
-function sendError(res: ServerResponse, status: number, title: string): void {
-  sendJson(res, status, { code: status, title, message: title });
+/** Statuses whose image has no data yet (or lost it): null size and digests, a 204 file. */
+const WITHOUT_DATA = new Set(['queued', 'saving', 'uploading', 'importing', 'killed']);
+
+const REASONS: Readonly<Record<number, string>> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  416: 'Request Range Not Satisfiable',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+/** What Glance's error responses say; `explanation` and `detail` as webob's exceptions take them. */
+interface GlanceError {
+  readonly status: number;
+  readonly explanation: string;
+  readonly detail?: string | undefined;
+  readonly headers?: Readonly<Record<string, string>> | undefined;
+}
+
+/** The q-value `accept` gives `type` (0 when it does not accept it), as webob reads Accept. */
+function acceptQuality(accept: string, type: string): number {
+  let best = -1;
+  let quality = 0;
+  for (const part of accept.split(',')) {
+    const [range = '', ...params] = part.split(';').map((p) => p.trim().toLowerCase());
+    const [major, minor] = range.split('/');
+    const specificity = range === type ? 2 : major === type.split('/')[0] && minor === '*' ? 1 : range === '*/*' ? 0 : -1;
+    if (specificity <= best) continue;
+    best = specificity;
+    const q = params.find((p) => p.startsWith('q='));
+    quality = q === undefined ? 1 : Number(q.slice(2)) || 0;
+  }
+  return quality;
+}
+
+/**
+ * Sends an error the way Glance does (webob's exception bodies): HTML when the client accepts
+ * `text/html` (`*\/*` included), JSON `{message, code: "404 Not Found", title}` when it accepts
+ * only `application/json`, plain text otherwise (no Accept, or `application/octet-stream`).
+ */
+function sendError(req: IncomingMessage, res: ServerResponse, error: GlanceError): void {
+  const title = REASONS[error.status] ?? STATUS_CODES[error.status] ?? 'Error';
+  const status = `${error.status} ${title}`;
+  // webob's body template; the 405 one has no comment line.
+  const raw = (escape: (text: string) => string): string =>
+    `${escape(error.explanation)}<br /><br />\n${escape(error.detail ?? '')}${error.status === 405 ? '' : '\n\n'}`;
+  if (req.method === 'HEAD') {
+    // webob answers HEAD with its default (HTML) type and no body.
+    res.writeHead(error.status, { ...error.headers, 'content-type': 'text/html; charset=UTF-8', 'content-length': 0 });
+    res.end();
+    return;
+  }
+  const accept = req.headers.accept ?? '';
+  const html = accept === '' ? 0 : acceptQuality(accept, 'text/html');
+  const json = accept === '' ? 0 : acceptQuality(accept, 'application/json');
+  let type: string;
+  let body: string;
+  if (html > 0 && html >= json) {
+    type = 'text/html; charset=UTF-8';
+    body = `<html>\n <head>\n  <title>${status}</title>\n </head>\n <body>\n  <h1>${status}</h1>\n  ${raw(htmlEscape)}\n </body>\n</html>`;
+  } else if (json > 0) {
+    type = 'application/json';
+    body = pythonJson({ message: raw((text) => text), code: status, title });
+  } else {
+    type = 'text/plain; charset=UTF-8';
+    const stripped = raw((text) => text)
+      .replace(/\n/g, ' ')
+      .replace(/\r/g, '')
+      .replace(/<br\s*\/?>/gi, '\n')
+      .replace(/<[^>]*>/g, '');
+    body = `${status}\n\n${stripped}`;
+  }
+  res.writeHead(error.status, { ...error.headers, 'content-type': type, 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+function htmlEscape(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#x27;');
+}
+
+/**
+ * What Glance's server (eventlet) answers when Glance itself fails: an empty 500, then it closes
+ * the connection.
+ */
+function sendCrash(res: ServerResponse): void {
+  res.removeHeader('x-openstack-request-id');
+  res.writeHead(500, { 'content-type': 'text/plain', 'content-length': 0, connection: 'close' });
+  res.end();
+}
+
+/** Glance's (webob's) reading of `Range`; `crash` where Glance itself fails (a 500). */
+type RangeAnswer =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'crash' }
+  | { readonly kind: 'range'; readonly start: number; readonly end: number }
+  | { readonly kind: 'error'; readonly error: GlanceError };
+
+function unsatisfiable(detail: string): RangeAnswer {
+  return { kind: 'error', error: { status: 416, explanation: 'The Range requested is not available.', detail } };
+}
+
+/**
+ * Reads `Range` as Glance 25 does: several ranges are 400; a header webob cannot parse
+ * (`bytes=5-2`, not `bytes=`) is 416 "Invalid Range header."; a start at or past the end is 416;
+ * `bytes=-N` is the last N bytes (the whole image when N is not below the size); an end past the
+ * image is cut to it; `bytes=-` makes Glance fail. Without `Range`, Glance still reads a request
+ * `Content-Range` (its legacy form), see {@link parseGlanceContentRange}.
+ */
+function parseGlanceRange(header: string | undefined, contentRange: string | undefined, size: number | null): RangeAnswer {
+  if (header === undefined) return contentRange === undefined ? { kind: 'none' } : parseGlanceContentRange(contentRange, size);
+  if (header.includes(',')) {
+    return {
+      kind: 'error',
+      error: { status: 400, explanation: 'Requests with multiple ranges are not supported in Glance. You may make multiple single-range requests instead.' },
+    };
+  }
+  const match = /^bytes *= *(\d*) *- *(\d*)/i.exec(header);
+  if (match === null) return unsatisfiable('Invalid Range header.');
+  const [, first = '', last = ''] = match;
+  // webob reads `bytes=-N` as a start of -N to the end: `bytes=-` fails on `int('')`, and -0 is
+  // a start of 0 (so it is checked against the size like any other start).
+  if (first === '' && last === '') return { kind: 'crash' };
+  const suffix = first === '' ? Number(last) : 0;
+  if (suffix > 0) {
+    if (size === null) return { kind: 'crash' };
+    return { kind: 'range', start: suffix < size ? size - suffix : 0, end: size };
+  }
+  const start = Number(first);
+  const open = first === '' || last === '';
+  if (!open && Number(last) < start) return unsatisfiable('Invalid Range header.');
+  // An image without data has no size yet, and Glance fails comparing with it.
+  if (size === null) return { kind: 'crash' };
+  if (start >= size) {
+    return unsatisfiable(`Invalid start position in Range header. Start position MUST be in the inclusive range [0, ${size - 1}].`);
+  }
+  return { kind: 'range', start, end: open ? size : Math.min(Number(last) + 1, size) };
+}
+
+/**
+ * Glance's legacy reading of a request `Content-Range: bytes F-L/(N|*)`: F..L when webob finds it
+ * valid and it starts (and, without N, ends) within the image; 416 otherwise; `bytes * /N` makes
+ * Glance fail. (With N given, Glance does not check L against the image and announces more bytes
+ * than it has; the fake cuts the range to the image instead.)
+ */
+function parseGlanceContentRange(header: string, size: number | null): RangeAnswer {
+  const match = /^bytes (?:(\d+)-(\d+)|\*)\/(?:(\d+)|\*)/.exec(header);
+  if (match === null) return unsatisfiable('Invalid Content-Range header.');
+  const [, first, last, total] = match;
+  if (first === undefined || last === undefined) return { kind: 'crash' };
+  const start = Number(first);
+  const stop = Number(last) + 1;
+  const length = total === undefined ? null : Number(total);
+  const valid = start < stop && (length === null || (stop <= length && start < length));
+  if (!valid) return unsatisfiable('Invalid Content-Range header.');
+  if (size === null) return { kind: 'crash' };
+  if (length === null && stop > size) {
+    return unsatisfiable(`Invalid stop position in Content-Range header. The stop position MUST be in the inclusive range [0, ${size - 1}].`);
+  }
+  if (start >= size) {
+    return unsatisfiable(`Invalid start position in Content-Range header. Start position MUST be in the inclusive range [0, ${size - 1}].`);
+  }
+  return { kind: 'range', start, end: Math.min(stop, size) };
 }
 
 /**
  * Starts a fake Glance v2 on `http://127.0.0.1:<random port>`.
  *
- * Answers: unknown paths and images 404; a `token` mismatch 401; a `forbidden` image 403;
- * `failFirst` 503. The data of an image whose status is not `active` is answered with
- * 204 No Content, as Glance does for an image without data, and its metadata has null size and
- * checksums. `Range: bytes=N-` (or `N-M`) gets 206 with `Content-Range`, or 416 when N is at or
- * past the end.
+ * It answers as Glance 25 does (pinned by test/integration/fake-vs-real-glance.test.ts): unknown
+ * paths, unknown and `deleted` images 404; a `token` mismatch 401 (as Keystone's middleware); a
+ * `forbidden` image 403; `failFirst` 503. Errors carry webob's bodies: HTML, JSON or plain text
+ * after the `Accept` header. A `queued`, `saving`, `uploading`, `importing` or `killed` image has
+ * null size and digests, and its data is 204 No Content (500 with a `Range`, as Glance fails on
+ * it); a `deactivated` image keeps them, and its data is 403 (what a non-admin user gets). File
+ * responses have `Content-Length`, `Content-MD5` (the whole image's) and no `Accept-Ranges`.
+ * `Range: bytes=N-`, `N-M` or `-N` gets 206 with `Content-Range`; a start at or past the end, or
+ * a range webob cannot parse, 416 without `Content-Range`; several ranges 400.
  *
  * @example
  * ```ts
@@ -436,26 +632,46 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     return state.digests;
   };
 
+  /** The digests as published (corrupted under `wrongChecksum`); null for an image without data. */
+  const publishedDigests = async (state: ImageState): Promise<Digests | null> => {
+    if (WITHOUT_DATA.has(state.status)) return null;
+    const digests = await digestsOf(state);
+    if (state.faults.wrongChecksum !== true) return digests;
+    return { md5: corrupt(digests.md5), hash: digests.hash === null ? null : corrupt(digests.hash) };
+  };
+
   const serveMetadata = async (res: ServerResponse, state: ImageState): Promise<void> => {
     const { image } = state;
-    const active = state.status === 'active';
-    const digests = active ? await digestsOf(state) : undefined;
-    const wrong = state.faults.wrongChecksum === true;
+    const digests = await publishedDigests(state);
+    const hasData = digests !== null;
     const hash = digests?.hash ?? null;
     const diskFormat = image.diskFormat ?? 'raw';
+    const self = `/v2/images/${image.id}`;
+    // Glance 25's fields, in its order; `stores` as a multi-store Glance (enabled_backends) shows it.
     sendJson(res, 200, {
-      id: image.id,
-      name: image.name ?? image.id,
-      status: state.status,
-      size: active ? state.size : null,
-      checksum: digests === undefined ? null : wrong ? corrupt(digests.md5) : digests.md5,
-      os_hash_algo: hash === null ? null : hashAlgoOf(image),
-      os_hash_value: hash === null ? null : wrong ? corrupt(hash) : hash,
+      name: image.name ?? null,
       disk_format: diskFormat,
       container_format: image.containerFormat ?? 'bare',
-      virtual_size: active ? (image.virtualSize ?? (diskFormat === 'raw' ? state.size : null)) : null,
       visibility: 'shared',
+      size: hasData ? state.size : null,
+      virtual_size: hasData ? (image.virtualSize ?? inspectedVirtualSize(diskFormat, image.content)) : null,
+      status: state.status,
+      checksum: digests?.md5 ?? null,
       protected: false,
+      min_ram: 0,
+      min_disk: 0,
+      owner: null,
+      os_hidden: false,
+      os_hash_algo: hash === null ? null : hashAlgoOf(image),
+      os_hash_value: hash,
+      id: image.id,
+      created_at: state.created,
+      updated_at: state.created,
+      tags: [],
+      self,
+      file: `${self}/file`,
+      schema: '/v2/schemas/image',
+      ...(hasData ? { stores: 'local' } : {}),
       ...state.faults.metadataOverrides,
     });
   };
@@ -467,9 +683,20 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     closed: Promise<void>,
     isClosed: () => boolean,
   ): Promise<void> => {
-    if (state.status !== 'active') {
-      res.writeHead(204);
-      res.end();
+    if (state.status === 'deactivated') {
+      sendError(req, res, { status: 403, explanation: 'The requested image has been deactivated. Image data download is forbidden.' });
+      return;
+    }
+    const digests = await publishedDigests(state);
+    if (digests === null) {
+      // Glance reads a range against a size it does not have yet: a valid one makes it fail.
+      const range = state.faults.honourRange === false ? ({ kind: 'none' } as const) : parseGlanceRange(req.headers.range, req.headers['content-range'], null);
+      if (range.kind === 'error') sendError(req, res, range.error);
+      else if (range.kind !== 'none') sendCrash(res);
+      else {
+        res.writeHead(204, { 'content-length': 0 });
+        res.end();
+      }
       return;
     }
     const { faults } = state;
@@ -477,25 +704,21 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     let start = 0;
     let end = length;
     let status = 200;
-    const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream' };
-    const honourRange = faults.honourRange !== false;
-    if (honourRange) headers['accept-ranges'] = 'bytes';
-    const range = honourRange ? /^bytes=(\d+)-(\d*)$/.exec(req.headers.range?.trim() ?? '') : null;
-    if (range !== null) {
-      const first = Number(range[1]);
-      const last = range[2] === undefined || range[2] === '' ? length - 1 : Math.min(Number(range[2]), length - 1);
-      if (first >= length) {
-        res.writeHead(416, { 'content-range': `bytes */${length}` });
-        res.end();
-        return;
-      }
-      // A last byte before the first makes the range invalid, which HTTP says to ignore.
-      if (last >= first) {
-        start = first;
-        end = last + 1;
-        status = 206;
-        headers['content-range'] = `bytes ${first}-${last}/${length}`;
-      }
+    // Glance sends the whole image's md5 even with a range, and no Accept-Ranges.
+    const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream', 'content-md5': digests.md5 };
+    const range = faults.honourRange === false ? ({ kind: 'none' } as const) : parseGlanceRange(req.headers.range, req.headers['content-range'], length);
+    if (range.kind === 'error') {
+      sendError(req, res, range.error);
+      return;
+    }
+    if (range.kind === 'crash') {
+      sendCrash(res);
+      return;
+    }
+    if (range.kind === 'range') {
+      ({ start, end } = range);
+      status = 206;
+      headers['content-range'] = `bytes ${start}-${end - 1}/${length}`;
     }
     headers['content-length'] = end - start;
     res.writeHead(status, headers);
@@ -571,6 +794,7 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     });
     const isClosed = (): boolean => isClosedFlag;
     const record: MutableRecord = { imageId: undefined, kind: 'other', range: req.headers.range, res };
+    res.setHeader('x-openstack-request-id', `req-${randomUUID()}`);
     records.push(record);
 
     const match = /^\/v2\/images\/([^/?]+)(\/file)?(?:\?.*)?$/.exec(req.url ?? '');
@@ -581,7 +805,7 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
       imageId = undefined;
     }
     if (match === null || imageId === undefined) {
-      sendError(res, 404, 'Not Found');
+      sendError(req, res, { status: 404, explanation: 'The resource could not be found.' });
       return;
     }
     const kind = match[2] === undefined ? 'metadata' : 'file';
@@ -591,30 +815,34 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     log('%s %s (range %s)', req.method ?? '?', req.url ?? '?', req.headers.range ?? 'none');
 
     if (req.method !== 'GET') {
-      res.setHeader('allow', 'GET');
-      sendError(res, 405, 'Method Not Allowed');
+      // What Glance allows on these paths; the fake itself serves GET only.
+      const allow = kind === 'file' ? 'GET, PUT' : 'GET, PATCH, DELETE';
+      sendError(req, res, { status: 405, explanation: `The method ${req.method ?? ''} is not allowed for this resource. `, headers: { allow } });
       return;
     }
     if (token !== undefined && req.headers['x-auth-token'] !== token) {
-      sendError(res, 401, 'Unauthorized');
+      // Keystone's auth_token middleware answers before Glance sees the request.
+      res.setHeader('www-authenticate', `Keystone uri="${url}/identity"`);
+      sendJson(res, 401, { error: { code: 401, title: 'Unauthorized', message: 'The request you have made requires authentication.' } });
       return;
     }
     const state = images.get(imageId);
-    if (state === undefined) {
-      sendError(res, 404, 'Not Found');
+    // Glance hides deleted images.
+    if (state === undefined || state.status === 'deleted') {
+      sendError(req, res, { status: 404, explanation: `No image found with ID ${imageId}` });
       return;
     }
     const latency = state.faults.latencyMs ?? 0;
     if (latency > 0) await pause(latency, closed);
     if (isClosed()) return;
     if (state.image.forbidden === true) {
-      sendError(res, 403, 'Forbidden');
+      sendError(req, res, { status: 403, explanation: `You are not authorized to complete ${kind === 'file' ? 'download_image' : 'get_image'} action.` });
       return;
     }
     if (state.failuresUsed < (state.faults.failFirst ?? 0)) {
       state.failuresUsed++;
       const status = state.faults.failStatus ?? 503;
-      sendError(res, status, status === 503 ? 'Service Unavailable' : 'Injected Failure');
+      sendError(req, res, { status, explanation: status === 503 ? 'The server is currently unavailable. Please try again at a later time.' : 'Injected failure.' });
       return;
     }
     if (kind === 'metadata') await serveMetadata(res, state);
@@ -628,7 +856,7 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     });
     handle(req, res).catch((error: unknown) => {
       log('handler failed: %O', error);
-      if (!res.headersSent) sendError(res, 500, 'Internal Server Error');
+      if (!res.headersSent) sendCrash(res);
       else res.destroy();
     });
   });

@@ -263,7 +263,8 @@ describe('GlanceImageSource', () => {
         openSource().open(IMAGE, { offset: DATA.length + 1 }),
         (err) => err instanceof ImageServiceUnavailableError && err.attempts === 1,
       );
-      assert.equal(glance.requests(IMAGE).file, 1);
+      // The 416 and, as Glance's 416 does not say where the image ends, one probe of the byte before.
+      assert.equal(glance.requests(IMAGE).file, 2);
       await assert.rejects(openSource().open(IMAGE, { offset: -1 }), (err) => code(err) === 'ERR_INVALID_CONFIG');
     });
 

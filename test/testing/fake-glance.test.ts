@@ -150,25 +150,34 @@ describe('startFakeGlance', () => {
     assert.equal(legacy.os_hash_value, null);
   });
 
-  it('serves the file with Content-Length, and Range as 206 with Content-Range', async () => {
+  it('serves the file with Content-Length and Content-MD5, and Range as 206 with Content-Range, as Glance does', async () => {
+    const md5 = createHash('md5').update(DATA).digest('hex');
     const whole = await get(`${glance.url}/v2/images/${ID}/file`);
     assert.equal(whole.status, 200);
     assert.equal(whole.headers['content-length'], String(DATA.length));
-    assert.equal(whole.headers['accept-ranges'], 'bytes');
+    assert.equal(whole.headers['content-md5'], md5);
+    assert.equal(whole.headers['accept-ranges'], undefined);
     assert.ok(whole.body.equals(DATA));
 
     const tail = await get(`${glance.url}/v2/images/${ID}/file`, { range: 'bytes=1000-' });
     assert.equal(tail.status, 206);
     assert.equal(tail.headers['content-range'], `bytes 1000-${DATA.length - 1}/${DATA.length}`);
+    assert.equal(tail.headers['content-md5'], md5, "Glance's Content-MD5 is the whole image's, even for a range");
     assert.ok(tail.body.equals(DATA.subarray(1000)));
 
     const middle = await get(`${glance.url}/v2/images/${ID}/file`, { range: 'bytes=10-19' });
     assert.equal(middle.status, 206);
     assert.ok(middle.body.equals(DATA.subarray(10, 20)));
 
+    const suffix = await get(`${glance.url}/v2/images/${ID}/file`, { range: 'bytes=-5' });
+    assert.equal(suffix.status, 206);
+    assert.ok(suffix.body.equals(DATA.subarray(DATA.length - 5)));
+
     const past = await get(`${glance.url}/v2/images/${ID}/file`, { range: `bytes=${DATA.length}-` });
     assert.equal(past.status, 416);
-    assert.equal(past.headers['content-range'], `bytes */${DATA.length}`);
+    assert.equal(past.headers['content-range'], undefined);
+    assert.equal((await get(`${glance.url}/v2/images/${ID}/file`, { range: 'bytes=5-2' })).status, 416);
+    assert.equal((await get(`${glance.url}/v2/images/${ID}/file`, { range: 'bytes=0-1,5-6' })).status, 400);
   });
 
   it('ignores Range when honourRange is false', async () => {
@@ -188,7 +197,7 @@ describe('startFakeGlance', () => {
     assert.equal((await get(`${glance.url}/v2/images/secret/file`)).status, 403);
   });
 
-  it('a non-active image has null size and checksums, and its file is 204', async () => {
+  it('a queued image has null size and checksums, and its file is 204 (500 with a Range, as Glance)', async () => {
     glance.setStatus(ID, 'queued');
     const doc = await json(`${glance.url}/v2/images/${ID}`);
     assert.equal(doc.status, 'queued');
@@ -198,6 +207,18 @@ describe('startFakeGlance', () => {
     const file = await get(`${glance.url}/v2/images/${ID}/file`);
     assert.equal(file.status, 204);
     assert.equal(file.body.length, 0);
+    assert.equal((await get(`${glance.url}/v2/images/${ID}/file`, { range: 'bytes=0-' })).status, 500);
+  });
+
+  it('a deactivated image keeps its size and checksums, and its file is 403; a deleted one is 404', async () => {
+    glance.setStatus(ID, 'deactivated');
+    const doc = await json(`${glance.url}/v2/images/${ID}`);
+    assert.equal(doc.size, DATA.length);
+    assert.equal(doc.checksum, createHash('md5').update(DATA).digest('hex'));
+    assert.equal((await get(`${glance.url}/v2/images/${ID}/file`)).status, 403);
+    glance.setStatus(ID, 'deleted');
+    assert.equal((await get(`${glance.url}/v2/images/${ID}`)).status, 404);
+    assert.equal((await get(`${glance.url}/v2/images/${ID}/file`)).status, 404);
   });
 
   it('requires the exact token when one is configured', async () => {
