@@ -23,8 +23,12 @@
  * fresh lock for the dead one; a token whose winner died is itself judged by observed silence, and
  * the next generation `n + 1` is created instead.
  *
- * Anything else at a lock path (a symlink, a FIFO, a socket, a regular file that holds no owner
- * record) is no lock: it is moved aside the same race-safe way to `<lock>.planted-<random>`, never
+ * On a full file system (ENOSPC, EDQUOT) the owner record cannot be written: the lock is then an
+ * empty file, created and linked all the same (a pass that frees space must be able to lock), and
+ * judged by silence alone, like an older version's.
+ *
+ * Anything else at a lock path (a symlink, a FIFO, a socket, a non-empty regular file that holds
+ * no owner record) is no lock: it is moved aside the same race-safe way to `<lock>.planted-<random>`, never
  * followed, never opened but as a regular file or a directory, and reported.
  *
  * @module
@@ -89,6 +93,8 @@ export interface LockObservation {
   readonly kind: 'file' | 'directory' | 'other';
   /** The owner record of a regular file; null when it holds none. */
   readonly owner: LockOwner | null;
+  /** A regular file of no bytes: a lock created on a full file system, without its record. */
+  readonly empty: boolean;
   /** Its mtime, ms since the epoch by whichever clock wrote it: shown, never compared with a clock. */
   readonly mtimeMs: number;
 }
@@ -104,7 +110,8 @@ export interface LockOps {
   lstat(p: string): Promise<fs.BigIntStats>;
   /** Opens without following a link or waiting (a FIFO), stats, reads the first bytes of a file. */
   openStat(p: string, directory: boolean): Promise<Opened>;
-  writeNew(p: string, data: string): Promise<void>;
+  /** Creates `p` (never over anything) holding `data`; false when the file system was full: `p` is then empty. */
+  writeNew(p: string, data: string): Promise<boolean>;
   link(from: string, to: string): Promise<void>;
   unlink(p: string): Promise<void>;
   mkdir(p: string): Promise<void>;
@@ -135,8 +142,21 @@ export const syncLockOps: LockOps = {
       fs.closeSync(fd);
     }
   }),
-  writeNew: syncOp((p: string, data: string) => {
-    fs.writeFileSync(p, data, { flag: 'wx' });
+  writeNew: syncOp((p: string, data: string): boolean => {
+    const fd = fs.openSync(p, 'wx');
+    try {
+      fs.writeSync(fd, data);
+      return true;
+    } catch (err) {
+      if (isFull(err)) {
+        fs.ftruncateSync(fd, 0);
+        return false;
+      }
+      fs.unlinkSync(p);
+      throw err;
+    } finally {
+      fs.closeSync(fd);
+    }
   }),
   link: syncOp((from: string, to: string) => {
     fs.linkSync(from, to);
@@ -174,7 +194,22 @@ export const threadLockOps: LockOps = {
       await handle.close();
     }
   },
-  writeNew: (p, data) => fsp.writeFile(p, data, { flag: 'wx' }),
+  writeNew: async (p, data) => {
+    const handle = await fsp.open(p, 'wx');
+    try {
+      await handle.write(data);
+      return true;
+    } catch (err) {
+      if (isFull(err)) {
+        await handle.truncate(0);
+        return false;
+      }
+      await fsp.unlink(p);
+      throw err;
+    } finally {
+      await handle.close();
+    }
+  },
   link: (from, to) => fsp.link(from, to),
   unlink: (p) => fsp.unlink(p),
   mkdir: async (p) => {
@@ -190,6 +225,11 @@ export const threadLockOps: LockOps = {
 
 function codeOf(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | null)?.code;
+}
+
+function isFull(err: unknown): boolean {
+  const code = codeOf(err);
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 function identityOf(st: fs.BigIntStats): string {
@@ -237,7 +277,8 @@ export async function observeLock(p: string, ops: LockOps = syncLockOps): Promis
     }
   }
   const kind = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other';
-  return { identity: identityOf(st), kind, owner: kind === 'file' ? parseOwner(text) : null, mtimeMs: Number(st.mtimeMs) };
+  const empty = kind === 'file' && st.size === 0n;
+  return { identity: identityOf(st), kind, owner: kind === 'file' ? parseOwner(text) : null, empty, mtimeMs: Number(st.mtimeMs) };
 }
 
 /**
@@ -383,7 +424,9 @@ export class Leases {
   /** Creates the lock with its owner record in one step; false when something is already there. */
   async #create(lockPath: string, ops: LockOps): Promise<boolean> {
     const fresh = `${lockPath}${NEW_MARK.slice(LOCK_END.length)}${process.pid}-${randomBytes(6).toString('hex')}`;
-    await ops.writeNew(fresh, this.#record);
+    if (!(await ops.writeNew(fresh, this.#record))) {
+      log('%s: the file system is full, so the lock holds no owner record (judged by silence alone)', lockPath);
+    }
     try {
       await ops.link(fresh, lockPath);
       return true;
@@ -424,8 +467,9 @@ export class Leases {
   /** Why the lock seen at `lockPath` is dead, or null when its holder may be alive. */
   #deadReason(lockPath: string, seen: LockObservation): string | null {
     if (seen.kind === 'other') return 'not a regular file nor a directory';
-    // A lock is linked into place with its record written: a file without one was never a lock.
-    if (seen.kind === 'file' && seen.owner === null) return 'a regular file without an owner record';
+    // A lock is linked into place with its record written, or empty on a full file system: a file
+    // with anything else in it was never a lock.
+    if (seen.kind === 'file' && seen.owner === null && !seen.empty) return 'a regular file without an owner record';
     const owner = seen.owner;
     if (owner !== null && this.#samePidSpace(owner) && !processExists(owner.pid)) return `its holder, pid ${owner.pid} of this host, is gone`;
     const silentMs = this.tracker.silentFor(lockPath, seen.identity);

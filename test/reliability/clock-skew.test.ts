@@ -1,4 +1,4 @@
-// Clock skew between hosts sharing storage (issue 13, class 4). A lock is a directory whose mtime
+// Clock skew between hosts sharing storage (issue 13, class 4). A lock is a file whose mtime
 // its holder refreshes, written by the holder's clock; hosts do not agree on the time. Holders run
 // in real child processes whose wall clock is skewed (every mtime they write is off by as much)
 // and which claim another host (so their pid cannot be checked). Whatever the skew:

@@ -158,7 +158,7 @@ describe('disk faults', () => {
       await f.cleanup();
     });
 
-    /** utimes fails with `code` for files in the base dir. */
+    /** utimes and lutimes fail with `code` for files in the base dir. */
     const failTouch = (code: string): void => {
       if (code === 'EACCES') injected.eaccesTouches++;
       else injected.eioInjections++;
@@ -167,9 +167,13 @@ describe('disk faults', () => {
           if (String(file).startsWith(f.baseDir)) return Promise.reject(errnoError(code, 'utime', String(file)));
           return original(file, atime, mtime);
         })),
-        // Touches on the spawn path are synchronous metadata calls.
+        // Touches are synchronous metadata calls that never follow a link (lutimes).
         replaceFs('utimesSync', (original) => ((file: fs.PathLike, atime: fs.TimeLike, mtime: fs.TimeLike) => {
           if (String(file).startsWith(f.baseDir)) throw errnoError(code, 'utime', String(file));
+          original(file, atime, mtime);
+        })),
+        replaceFs('lutimesSync', (original) => ((file: fs.PathLike, atime: fs.TimeLike, mtime: fs.TimeLike) => {
+          if (String(file).startsWith(f.baseDir)) throw errnoError(code, 'lutime', String(file));
           original(file, atime, mtime);
         })),
       );

@@ -1,5 +1,5 @@
-// Planted objects at lock paths (issue 13, class 5, the locks' part). A lock is a directory; a
-// regular file, a symlink (to a directory, or dangling) or a FIFO at `locks/virt-imagecache-<name>.lock`
+// Planted objects at lock paths (issue 13, class 5, the locks' part). A lock is a file holding its
+// owner record (empty only when the file system was full); a non-empty regular file without a record, a symlink (to a directory, or dangling) or a FIFO at `locks/virt-imagecache-<name>.lock`
 // used to fail every later acquisition with ENOTDIR (or wait forever). Now each is moved aside
 // (never followed, never opened, never waited on), reported, and the lock is taken.
 import assert from 'node:assert/strict';
@@ -8,9 +8,10 @@ import { existsSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { LOCK_PREFIX, LockManager, ReadWriteLock, cacheFileName } from '../../src/index.js';
+import { LOCK_PREFIX, LockManager, ReadWriteLock, cacheFileName, isImageCacheError } from '../../src/index.js';
 import { makeFixture } from '../backends/libvirt-file/fixture.js';
 import { captureLog } from '../helpers/capture-log.js';
+import { errnoError, replaceFs } from '../helpers/fs-faults.js';
 import { listDir, makeTempDir } from '../helpers/tmp.js';
 
 const STALE_MS = 2000;
@@ -138,5 +139,27 @@ describe('planted objects at lock paths are moved aside, never followed nor wait
     } finally {
       await f.cleanup();
     }
+  });
+  it('on a full file system a lock is taken all the same: empty (no owner record), held against another manager while refreshed, never moved aside as planted', async () => {
+    // ENOSPC for the owner record only: the open (an inode) succeeds, the write (a block) does not,
+    // as on a full tmpfs or ext4. A pass that frees space must be able to lock.
+    const restore = replaceFs('writeSync', (original) => ((fd: number, data: string | NodeJS.ArrayBufferView, ...rest: unknown[]) => {
+      if (typeof data === 'string' && data.startsWith('{"host"')) throw errnoError('ENOSPC', 'write', String(fd));
+      return (original as (...args: unknown[]) => number)(fd, data, ...rest);
+    }));
+    const holder = new LockManager({ lockDir, staleMs: STALE_MS });
+    let held;
+    try {
+      held = await holder.acquire('image');
+    } finally {
+      restore();
+    }
+    const at = path.join(lockDir, `${LOCK_PREFIX}image.lock`);
+    assert.equal((await lstat(at)).size, 0);
+    const waiter = new LockManager({ lockDir, staleMs: STALE_MS });
+    await assert.rejects(waiter.acquire('image', { timeoutMs: 2 * STALE_MS }), (err) => isImageCacheError(err) && err.code === 'ERR_LOCK_TIMEOUT');
+    assert.deepEqual(await listDir(lockDir), [`${LOCK_PREFIX}image.lock`]);
+    await held.release();
+    await waiter.withLock('image', () => Promise.resolve(), { timeoutMs: 1000 });
   });
 });
