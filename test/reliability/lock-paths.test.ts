@@ -140,6 +140,7 @@ describe('planted objects at lock paths are moved aside, never followed nor wait
       await f.cleanup();
     }
   });
+
   it('on a full file system a lock is taken all the same: empty (no owner record), held against another manager while refreshed, never moved aside as planted', async () => {
     // ENOSPC for the owner record only: the open (an inode) succeeds, the write (a block) does not,
     // as on a full tmpfs or ext4. A pass that frees space must be able to lock.
