@@ -11,13 +11,13 @@
  *
  * @module
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, stat } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { abortableSleep, throwIfAborted } from '../abort.js';
 import { AbortedError, LockTimeoutError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { moveAside, unusableDirectory } from '../regular-file.js';
 import { MAX_TIMER_MS, setLongTimeout } from '../timer.js';
 import type { LongTimer } from '../timer.js';
 import { Leases, syncLockOps, threadLockOps } from './lease.js';
@@ -267,7 +267,11 @@ export class LockManager {
     }
   }
 
-  /** Creates the lock directory; anything else at its name (a file, a dangling link) is moved aside. */
+  /**
+   * Creates the lock directory. Anything else at its name (a file, a link that does not resolve to
+   * a directory) is moved aside the way every planted object is (`<dir>.refused-<random>`, a name
+   * no pass reads as an instance directory), and the directory made.
+   */
   async #makeLockDir(): Promise<void> {
     const dir = this.lockDir;
     if (dir === undefined) return;
@@ -275,18 +279,11 @@ export class LockManager {
       await mkdir(dir, { recursive: true });
       return;
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'EEXIST' && code !== 'ENOTDIR') throw err;
+      if (unusableDirectory(dir, 'the lock directory', err) === null) throw err;
     }
-    const isDir = await stat(dir).then(
-      (st) => st.isDirectory(),
-      () => false,
-    );
-    if (!isDir) {
-      const aside = `${dir}.planted-${randomBytes(6).toString('hex')}`;
-      await rename(dir, aside);
-      log('moved aside %s: found at the lock directory %s, and not a directory', aside, dir);
-    }
+    const aside = moveAside(dir);
+    log('moved aside %s: found at the lock directory %s, and not a directory', aside, dir);
     await mkdir(dir, { recursive: true });
   }
+
 }

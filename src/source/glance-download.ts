@@ -152,11 +152,7 @@ export class GlanceBodyReader implements ImageReader {
       let head: ResponseHead;
       try {
         this.#check();
-        const { headTimeoutMs } = this.#ctx;
-        // Interim 1xx heads and a head trickled a byte at a time keep the socket busy, never the deadline.
-        head = await withDeadline(exchange.head, headTimeoutMs, 'ERR_HEAD_TIMEOUT', `no response head from ${exchange.url} within ${headTimeoutMs} ms`, () => {
-          exchange.close();
-        });
+        head = await this.#headOf(exchange);
       } catch (error) {
         await this.#failed(error);
         continue;
@@ -192,11 +188,7 @@ export class GlanceBodyReader implements ImageReader {
     let probe: BodyExchange | undefined;
     try {
       probe = await this.#ctx.start(position - 1);
-      const asked = probe;
-      const { headTimeoutMs } = this.#ctx;
-      const answer = await withDeadline(asked.head, headTimeoutMs, 'ERR_HEAD_TIMEOUT', `no response head from ${asked.url} within ${headTimeoutMs} ms`, () => {
-        asked.close();
-      });
+      const answer = await this.#headOf(probe);
       if (answer.status === 206) return parseContentRange(answer.header('content-range'))?.total ?? null;
       const length = Number(answer.header('content-length'));
       return answer.status === 200 && Number.isSafeInteger(length) ? length : null;
@@ -205,6 +197,18 @@ export class GlanceBodyReader implements ImageReader {
     } finally {
       probe?.close();
     }
+  }
+
+  /**
+   * The final response head of `exchange`, within `headTimeoutMs`: interim 1xx heads and a head
+   * trickled a byte at a time keep the socket busy, never the deadline. The request is closed when
+   * the deadline passes.
+   */
+  #headOf(exchange: BodyExchange): Promise<ResponseHead> {
+    const { headTimeoutMs } = this.#ctx;
+    return withDeadline(exchange.head, headTimeoutMs, 'ERR_HEAD_TIMEOUT', `no response head from ${exchange.url} within ${headTimeoutMs} ms`, () => {
+      exchange.close();
+    });
   }
 
   /** Checks a 200/206 against the position asked for and sets what to skip. */

@@ -5,6 +5,7 @@
  */
 import { Agent } from 'node:http';
 import { InvalidConfigError } from '../errors.js';
+import { integerBetween } from '../options.js';
 import { MAX_TIMER_MS } from '../timer.js';
 import { HEADER_VALUE_RULE, isHeaderValue } from './header-value.js';
 import type { SpeedFloorOptions } from './deadlines.js';
@@ -116,11 +117,15 @@ export interface ResolvedOptions {
   readonly rawTransport: boolean;
 }
 
+/** `value` when it is an integer from `min` to `max` (the package's one integer check). */
+function checkInteger(name: string, value: unknown, min: number, max: number): number {
+  integerBetween(min, max)(name, value);
+  return value as number;
+}
+
+/** A delay that becomes one timer: at most node's longest. */
 function checkTimer(name: string, value: unknown, min: number): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > MAX_TIMER_MS) {
-    throw new InvalidConfigError(name, `an integer from ${min} to ${MAX_TIMER_MS}`, value);
-  }
-  return value;
+  return checkInteger(name, value, min, MAX_TIMER_MS);
 }
 
 /**
@@ -169,14 +174,9 @@ export function resolveOptions(options: GlanceImageSourceOptions): ResolvedOptio
   }
   const backoffBaseMs = checkTimer('backoffBaseMs', options.backoffBaseMs ?? DEFAULTS.backoffBaseMs, 0);
   const backoffMaxMs = checkTimer('backoffMaxMs', options.backoffMaxMs ?? DEFAULTS.backoffMaxMs, backoffBaseMs);
-  const retries = options.retries ?? DEFAULTS.retries;
-  if (typeof retries !== 'number' || !Number.isSafeInteger(retries) || retries < 0 || retries > 1000) {
-    throw new InvalidConfigError('retries', 'an integer from 0 to 1000', retries);
-  }
-  const minBytesPerSecond = options.minBytesPerSecond ?? DEFAULTS.minBytesPerSecond;
-  if (typeof minBytesPerSecond !== 'number' || !Number.isSafeInteger(minBytesPerSecond) || minBytesPerSecond < 0 || minBytesPerSecond > MAX_MIN_BYTES_PER_SECOND) {
-    throw new InvalidConfigError('minBytesPerSecond', `an integer from 0 (off) to ${MAX_MIN_BYTES_PER_SECOND}`, minBytesPerSecond);
-  }
+  const retries = checkInteger('retries', options.retries ?? DEFAULTS.retries, 0, 1000);
+  // 0 turns the floor off.
+  const minBytesPerSecond = checkInteger('minBytesPerSecond', options.minBytesPerSecond ?? DEFAULTS.minBytesPerSecond, 0, MAX_MIN_BYTES_PER_SECOND);
   return {
     base: url.href.replace(/\/+$/, ''),
     secure: url.protocol === 'https:',

@@ -128,6 +128,19 @@ describe('planted objects at lock paths are moved aside, never followed nor wait
     }
   });
 
+  it('a dangling link at the lock directory itself fails no cacheImage and no pass, then or later: moved aside where passes do not read instance directories', async () => {
+    const f = await makeFixture();
+    try {
+      await symlink(path.join(f.instancesPath, 'gone'), path.join(f.instancesPath, 'locks'));
+      const manager = f.make();
+      await manager.cacheImage('image-2');
+      for (let round = 0; round < 2; round++) assert.deepEqual((await manager.update([])).failures, []);
+      assert.ok((await stat(path.join(f.instancesPath, 'locks'))).isDirectory());
+    } finally {
+      await f.cleanup();
+    }
+  });
+
   it('a regular file at the lock directory itself fails no cacheImage and no pass: it is moved aside and the directory made', async () => {
     const f = await makeFixture();
     try {
