@@ -65,7 +65,8 @@ export interface InstanceRecord {
    * instance's ephemeral bases when {@link EphemeralNaming.mkfsCommandsByOsType} has one for it.
    */
   readonly osType?: string | null | undefined;
-  /** Swap and ephemeral block devices. All of them count, not only the first (Nova gap B). */
+  /** Swap and ephemeral block devices. All of them count, not only the first
+   * (docs/nova-parity.md, gap B). */
   readonly blockDevices?: readonly BlockDevice[] | undefined;
 }
 

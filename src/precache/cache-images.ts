@@ -1,8 +1,9 @@
 /**
  * {@link cacheImages}: pre-caching on one host (Nova's `ComputeManager.cache_images` and the
  * driver's `cache_image`). Images are processed one after the other, in request order, each
- * through {@link ImageManager.cacheImage}: under the same per-image lock as a spawn (Nova's gap A
- * closed), downloaded and verified when missing, touched (expiry reset) when present.
+ * through {@link ImageManager.cacheImage}: under the same per-image lock as a spawn (Nova's gap
+ * closed: docs/nova-parity.md, gap A), downloaded and verified when missing, touched (expiry
+ * reset) when present.
  *
  * @module
  */

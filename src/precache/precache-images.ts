@@ -135,7 +135,8 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
   const outcomes = new Map<string, PrecacheHostOutcome>();
   let completed = 0;
   // Single-threaded: the count and the event are one synchronous step, so indexes are 1..total
-  // with no gaps or repeats (Nova increments outside its lock: gap G).
+  // with no gaps or repeats (Nova increments outside its lock:
+  // docs/nova-parity.md, gap G).
   const complete = (outcome: PrecacheHostOutcome): void => {
     outcomes.set(outcome.host, outcome);
     completed += 1;

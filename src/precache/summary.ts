@@ -22,7 +22,7 @@ export interface PrecacheAggregateRef {
  * - `skipped`: the host was down and was not contacted (its images are `skipped`);
  * - `failed`: the host could not be asked or did not answer (timeout, refused credentials, network,
  *   cancelled); every image counts as `error` with the host's error. Nova drops such hosts from
- *   its counts and notifications (its gap G); they are counted here.
+ *   its counts and notifications (docs/nova-parity.md, gap G); they are counted here.
  */
 export type PrecacheHostStatus = 'done' | 'skipped' | 'failed';
 

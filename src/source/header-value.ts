@@ -11,12 +11,13 @@
 import { InvalidConfigError } from '../errors.js';
 
 /**
- * A field value as RFC 9110 §5.5 has it, without obs-text: visible ASCII, with spaces and tabs only
- * between visible characters (a parser trims them at the ends, so the peer would see another value).
+ * A field value as RFC 9110 section 5.5 has it, without obs-text: visible ASCII, with spaces and
+ * tabs only between visible characters (a parser trims them at the ends, so the peer would see
+ * another value).
  */
 const FIELD_VALUE = /^(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?$/;
 
-/** A field name (RFC 9110 §5.6.2 token). */
+/** A field name (RFC 9110 section 5.6.2, a token). */
 const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** An origin-form request target: a path and query of visible ASCII (no space: it ends the target). */

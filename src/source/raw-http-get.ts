@@ -21,6 +21,8 @@ import { createLogger } from '../log.js';
 import type { BodyExchange, ResponseHead } from './body-exchange.js';
 import { checkRequestHead } from './header-value.js';
 import { TransportError } from './http-failures.js';
+import { CRLF_CRLF, LF_LF, parseHead } from './response-head.js';
+import type { ParsedHead } from './response-head.js';
 
 const log = createLogger('source');
 
@@ -32,44 +34,6 @@ const SPARE_BYTES = 128 * 1024;
 
 /** Largest read into the spare buffer (the rest keeps room for what is still unread there). */
 const SPARE_READ_BYTES = 64 * 1024;
-
-/**
- * A header line: a token, a colon, the value (surrounding blanks trimmed), of the bytes llhttp
- * takes in a value (no control characters but tab).
- */
-const HEADER_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*$/;
-
-/** The status line of an HTTP/1.x response. */
-const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: [\t\x20-\x7e\x80-\xff]*)?$/;
-
-/** The end of a head, and of one with bare LF line ends. */
-const CRLF_CRLF = Buffer.from('\r\n\r\n', 'latin1');
-const LF_LF = Buffer.from('\n\n', 'latin1');
-
-/** A parsed head, with what framing needs that a joined header value hides. */
-interface ParsedHead extends ResponseHead {
-  /** Each `Content-Length` line's value, as sent after the colon's blanks (trailing ones kept). */
-  readonly contentLengths: readonly string[];
-}
-
-/** Status line and header fields of an HTTP/1.x head; undefined for anything else. */
-function parseHead(text: string): ParsedHead | undefined {
-  const [statusLine = '', ...lines] = text.split('\r\n');
-  const status = STATUS_LINE.exec(statusLine);
-  if (status === null) return undefined;
-  const headers = new Map<string, string>();
-  const contentLengths: string[] = [];
-  for (const line of lines) {
-    const match = HEADER_LINE.exec(line);
-    if (match === null) return undefined;
-    const name = (match[1] ?? '').toLowerCase();
-    const value = match[2] ?? '';
-    if (name === 'content-length') contentLengths.push(line.slice(line.indexOf(':') + 1).replace(/^[ \t]+/, ''));
-    const previous = headers.get(name);
-    headers.set(name, previous === undefined ? value : `${previous}, ${value}`);
-  }
-  return { status: Number(status[1]), header: (name) => headers.get(name), contentLengths };
-}
 
 /** Options of {@link RawHttpGet}. */
 export interface RawHttpGetOptions {

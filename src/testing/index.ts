@@ -1,6 +1,7 @@
 /**
  * Fakes for driver authors' tests: a real Glance v2 server on loopback, in-memory sources and
- * backends, and a manual clock.
+ * backends, a manual clock, and the ImageManager contract suite to run over a backend of one's own
+ * ({@link describeImageManagerContract}).
  *
  * @packageDocumentation
  */
@@ -9,3 +10,5 @@ export * from './memory-image-manager.js';
 export * from './memory-image-source.js';
 export * from './fake-glance.js';
 export * from './fake-volume-group.js';
+export * from './contract-backend.js';
+export * from './image-manager-contract.js';

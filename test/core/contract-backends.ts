@@ -1,42 +1,13 @@
-// The backends the ImageManager contract suite runs against, each behind the same small harness:
-// how to name an image's entry, read an entry back, age it, and plant derived entries.
+// Our backends, each behind the contract suite's small harness (ContractBackend in
+// src/testing/contract-backend.ts): how to name an image's entry, read an entry back, age it, and
+// plant derived entries.
 import { readFile, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { FileVolumeGroup, LibvirtFileImageManager, LocalDiskImageManager, cacheFileName, novaImageDiskName } from '../../src/index.js';
-import type { CacheEntryKind, ImageManager, ImageManagerOptions, VolumeGroup } from '../../src/index.js';
+import type { ImageManagerOptions, VolumeGroup } from '../../src/index.js';
 import { FakeVolumeGroup, MemoryImageManager } from '../../src/testing/index.js';
-import type { ManualClock, MemoryImageSource } from '../../src/testing/index.js';
+import type { ContractBackend, ManualClock } from '../../src/testing/index.js';
 import { makeTempDir } from '../helpers/tmp.js';
-
-export interface ContractHarness {
-  readonly manager: ImageManager;
-  /** Another manager over the same cache, with extra options. */
-  make(extra: Partial<ImageManagerOptions>): ImageManager;
-  /** The entry name `imageId` is published under. */
-  entryName(imageId: string): string;
-  /** The lock a spawn of `imageId` holds. */
-  lockName(imageId: string): string;
-  /** Entry names present, sorted. */
-  names(): Promise<string[]>;
-  /** The first `length` bytes of an entry. */
-  read(name: string, length: number): Promise<Buffer>;
-  /** An entry's last use, ms. */
-  lastUsed(name: string): Promise<number | undefined>;
-  /** Sets an entry's last use. */
-  setLastUsed(name: string, ms: number): Promise<void>;
-  /** Plants a non-image entry of `kind` (Nova's names), last used now; returns its name. */
-  plant(kind: Exclude<CacheEntryKind, 'original'>, name: string, imageId: string): Promise<string>;
-  cleanup(): Promise<void>;
-}
-
-export interface ContractBackend {
-  readonly name: string;
-  /** Entry kinds besides `original` it keeps. */
-  readonly kinds: ReadonlySet<CacheEntryKind>;
-  /** Whether a fresh cache has no base yet (the pass then skips with `no-base`). */
-  readonly startsWithoutBase: boolean;
-  setup(clock: ManualClock, source: MemoryImageSource): Promise<ContractHarness>;
-}
 
 const memory: ContractBackend = {
   name: 'in-memory',

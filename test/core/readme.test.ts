@@ -19,7 +19,7 @@ describe('README', () => {
   it('the errors table explains every error code', async () => {
     const readme = await readFile(path.join(root, 'README.md'), 'utf8');
     const table = readme.slice(readme.indexOf('## Errors'), readme.indexOf('## Observability'));
-    const source = await readFile(path.join(root, 'src/errors.ts'), 'utf8');
+    const source = await readFile(path.join(root, 'src/errors/base.ts'), 'utf8');
     const union = source.slice(source.indexOf('export type ImageCacheErrorCode'), source.indexOf(';', source.indexOf('export type ImageCacheErrorCode')));
     const codes = [...union.matchAll(/'(ERR_[A-Z_]+)'/g)].map((match) => match[1] ?? '');
     assert.ok(codes.length >= 20, `found ${String(codes.length)} codes`);

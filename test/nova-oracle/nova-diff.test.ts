@@ -52,7 +52,7 @@ interface NovaView {
 
 /**
  * The only differences allowed: a base we keep and Nova removes, for one of Nova's bugs that the
- * README documents ("Tested against"; nova.md 11 and 11.1).
+ * README documents ("Tested against"; each key starts with its ID in docs/nova-parity.md).
  */
 const ALLOWED: Readonly<Record<string, (name: string, view: NovaView) => boolean>> = {
   "gap B: Nova reads only the root disk's backing file (not disk.local, disk.eph*, disk.swap, disk.rescue)": (name, view) =>
@@ -64,7 +64,7 @@ const ALLOWED: Readonly<Record<string, (name: string, view: NovaView) => boolean
     view.unreadBackings.has(name),
   'bug 3: an unreadable registry suspends our removals (Nova reads it as no other host)': (_name, view) =>
     registryUnreadable(view.scenario.registryState),
-  'nova.md 4.7: with no minimum age, Nova removes a base used as its pass begins (a spawn may be building on it)': (name, view) =>
+  'race 4.7: with no minimum age, Nova removes a base used as its pass begins (a spawn may be building on it)': (name, view) =>
     view.usedSincePassBegan.has(name),
 };
 

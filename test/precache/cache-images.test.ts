@@ -1,6 +1,7 @@
-// Pre-caching on one host: Nova's compute-side catalogue (nova.md 10.4: ComputeManager and libvirt
-// cache_image tests), each test named after the Nova test it reproduces, plus what Nova lacks: the
-// per-image lock (gap A), pins, a speed cap, cancellation and serialisable typed errors.
+// Pre-caching on one host: Nova's compute-side catalogue (docs/nova-parity.md, catalogue:
+// ComputeManager and libvirt cache_image tests), each test named after the Nova test it reproduces,
+// plus what Nova lacks: the per-image lock (gap A), pins, a speed cap, cancellation and
+// serialisable typed errors.
 import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, it } from 'node:test';

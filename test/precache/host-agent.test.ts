@@ -1,6 +1,7 @@
 // The host agent over real loopback HTTP, and HttpHostClient against it: Nova's API schema tests
-// (nova.md 10.5: 400 for each malformed body) on the agent's route, the bearer token, the body
-// limit, cancellation on disconnect, and every failure mapped to a typed error naming the host.
+// (docs/nova-parity.md, precache: 400 for each malformed body) on the agent's route, the bearer
+// token, the body limit, cancellation on disconnect, and every failure mapped to a typed error
+// naming the host.
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest } from 'node:http';
 import type { RequestListener, Server } from 'node:http';

@@ -1,6 +1,7 @@
 // Pre-caching across an aggregate: Nova's conductor, conductor API, REST API and functional
-// catalogue (nova.md 10.4 and 10.5), each test named after the Nova test it reproduces, plus what
-// Nova does not do: failed hosts counted (gap G), a per-host timeout, cancellation, a summary.
+// catalogue (docs/nova-parity.md, catalogue), each test named after the Nova test it reproduces,
+// plus what Nova does not do: failed hosts counted (gap G), a per-host timeout, cancellation, a
+// summary.
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';

@@ -4,12 +4,13 @@
  *
  * Divergences from Nova, on purpose:
  * - every `disk*` file of an instance directory counts (`disk`, `disk.local`, `disk.eph0`,
- *   `disk.swap`, `disk.rescue`, ...), not only `disk` (gap B);
+ *   `disk.swap`, `disk.rescue`, ...), not only `disk` (docs/nova-parity.md, gap B);
  * - every directory of the instances path is read (links to directories elsewhere included), not
  *   only those of the listed instances. A disk that exists is in use whatever the instance list
- *   says: Nova's list can lag (a replica that has not seen an instance being spawned, gap H) or
- *   miss hosts (one that dropped out of the shared-storage registry, the "Disappearing Images"),
- *   and deleting the base of an existing overlay corrupts it. A leftover directory of a deleted
+ *   says: Nova's list can lag (a replica that has not seen an instance being spawned:
+ *   docs/nova-parity.md, gap H) or miss hosts (one that dropped out of the shared-storage
+ *   registry: docs/nova-parity.md, bug 1), and deleting the base of an existing overlay corrupts
+ *   it. A leftover directory of a deleted
  *   instance keeps its base alive until the directory is removed, which is the safe side.
  *
  * @module
@@ -67,10 +68,10 @@ export interface CollectBackingFilesOptions {
  * of its user, and lists the staging files left there. Every directory is read except those
  * named in `skipDirs` (the cache and lock directories, our own files) and objects moved aside.
  * Staging files (a disk being written, or left by a crash) are not disks. Disks that vanish
- * meanwhile are skipped (Nova bug 1261442); a disk that exists but cannot be read fails the whole
- * pass, since nothing can then be proven unused. Instance directories and disks that are symbolic
- * links are read at their targets (as Nova does); a link that does not resolve (dangling, or a
- * loop) fails the pass the same way.
+ * meanwhile are skipped (Nova bug 1261442: docs/nova-parity.md, bug 5); a disk that exists but
+ * cannot be read fails the whole pass, since nothing can then be proven unused. Instance
+ * directories and disks that are symbolic links are read at their targets (as Nova does); a link
+ * that does not resolve (dangling, or a loop) fails the pass the same way.
  *
  * Like Nova, only the backing file's base name is kept: the base is looked up in our cache
  * directory whatever directory the header names.

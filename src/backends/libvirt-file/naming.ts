@@ -1,6 +1,7 @@
 /**
- * Nova's libvirt cache file names and its scan classification (nova.md 2.2 and 2.3), reproduced
- * exactly, edge cases included: `<sha1>_5` (42 characters) is invisible, `<sha1>_10` is seen.
+ * Nova's libvirt cache file names (docs/nova-parity.md, names) and its scan classification
+ * (docs/nova-parity.md, scan), reproduced exactly, edge cases included: `<sha1>_5` (42 characters)
+ * is invisible, `<sha1>_10` is seen.
  *
  * @module
  */

@@ -1,16 +1,17 @@
 /**
  * The shared-storage registry (Nova's `nova/virt/storage_users.py`): every host whose instances
  * live under one instances path records, at each pass, that it uses that storage; a pass then
- * protects the instances of every host seen within the window, not only its own (Nova bug: the
- * "Disappearing Images" of shared `_base` directories).
+ * protects the instances of every host seen within the window, not only its own (Nova's
+ * "Disappearing Images" of shared `_base` directories: docs/nova-parity.md, bug 1).
  *
  * The file is Nova's `<instancesPath>/compute_nodes`, `{"<host>": <epoch seconds>}`, so Nova
  * hosts and hosts using this library can share one instances path. Three things differ from Nova:
  * the file is replaced atomically instead of rewritten in place (a crash or a racing host could
- * leave half a file: bug 1194696); a corrupt file is reported as such instead of being read as
- * `{}`, because an empty user list lets a pass delete the bases of every other host (bug 3 of the
- * reference); and the 24 h window is configurable. Anything but a regular file at the name (a link,
- * a FIFO that would block the read, a directory) is moved aside unread and counts as corrupt.
+ * leave half a file: Nova bug 1194696); a corrupt file is reported as such instead of being read
+ * as `{}`, because an empty user list lets a pass delete the bases of every other host
+ * (docs/nova-parity.md, bug 3); and the 24 h window is configurable. Anything but a regular file
+ * at the name (a link, a FIFO that would block the read, a directory) is moved aside unread and
+ * counts as corrupt.
  *
  * The rule a pass follows on shared storage (pinned by test/reliability/shared-storage.test.ts):
  * a host's instance records protect every base they reference (image, kernel, ramdisk, swap,

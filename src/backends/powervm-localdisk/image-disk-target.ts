@@ -3,10 +3,11 @@
  * fetch target, and the upload sink behind it.
  *
  * nova-powervm creates the disk under its final `i_` name and then uploads into it, so a crash
- * mid-upload leaves a named, incomplete disk that every later spawn takes for a hit (peers.md 2.3).
- * Here the bytes go into an upload disk (`s_<random>`) tagged with the image id, and only once the
- * fetch pipeline has verified the size and digest is it renamed to its `i_` name. An `i_` disk of
- * ours is therefore always complete; an abandoned upload disk is removed once its lock is free.
+ * mid-upload leaves a named, incomplete disk that every later spawn takes for a hit
+ * (docs/nova-parity.md, powervm crash). Here the bytes go into an upload disk (`s_<random>`)
+ * tagged with the image id, and only once the fetch pipeline has verified the size and digest is
+ * it renamed to its `i_` name. An `i_` disk of ours is therefore always complete; an abandoned
+ * upload disk is removed once its lock is free.
  *
  * @module
  */

@@ -1,5 +1,5 @@
 /**
- * Disk names and tags of the localdisk backend (peers.md 2.2).
+ * Disk names and tags of the localdisk backend (docs/nova-parity.md, powervm names).
  *
  * nova-powervm names an image's cached disk `i_` plus the image UUID, sanitised
  * (`[^.0-9A-Za-z_]` becomes `_`) and cut to the VIOS limit of 15 characters: only 13 characters of

@@ -1,5 +1,5 @@
-// Nova's libvirt image-cache test catalogue (nova.md 10.1 to 10.4), ported: each test is named
-// after the Nova test whose behaviour it reproduces, on real files instead of mocks.
+// Nova's libvirt image-cache test catalogue (docs/nova-parity.md, catalogue), ported: each test is
+// named after the Nova test whose behaviour it reproduces, on real files instead of mocks.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';

@@ -1,5 +1,5 @@
-// Nova's known gaps and bugs (nova.md 11, 11.1 and 12 "improve deliberately"), closed. Each test
-// describes what Nova does and fails under Nova's behaviour.
+// Nova's known gaps and bugs (docs/nova-parity.md: gap A to gap I, bug 1 and bug 3), closed. Each
+// test describes what Nova does and fails under Nova's behaviour.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';

@@ -88,7 +88,7 @@ describe('libvirt spawn flow', () => {
     assert.equal((await stat(base)).mtimeMs, f.clock.now());
   });
 
-  it('§4.7 window closed: a base removed between fetch and use is fetched again, and the spawn succeeds', async () => {
+  it('race 4.7 window closed: a base removed between fetch and use is fetched again, and the spawn succeeds', async () => {
     let sabotaged = false;
     class Racing extends LibvirtFileImageManager {
       override async cacheImage(...args: Parameters<LibvirtFileImageManager['cacheImage']>): ReturnType<LibvirtFileImageManager['cacheImage']> {

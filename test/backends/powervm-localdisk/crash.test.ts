@@ -1,7 +1,7 @@
-// nova-powervm's crash hole (peers.md 2.3): it names the disk i_<uuid> before uploading, so a
-// process killed mid-upload leaves a named, half-written disk that later spawns take for a hit.
-// Here a SIGKILL mid-upload leaves only an s_ upload disk; the next spawn uploads again and succeeds,
-// and the leftover is swept once its lock is free.
+// nova-powervm's crash hole (docs/nova-parity.md, powervm crash): it names the disk i_<uuid> before
+// uploading, so a process killed mid-upload leaves a named, half-written disk that later spawns
+// take for a hit. Here a SIGKILL mid-upload leaves only an s_ upload disk; the next spawn uploads
+// again and succeeds, and the leftover is swept once its lock is free.
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
