@@ -1,6 +1,6 @@
 /**
- * The libvirt-file backend: Nova's libvirt image cache (nova.md sections 2 to 4, 6 and 12), with
- * its known bugs closed.
+ * The libvirt-file backend: Nova's libvirt image cache, with its known bugs closed (each one
+ * listed in docs/nova-parity.md).
  *
  * Layout: `<instancesPath>/<subdirectoryName>` holds the bases (`sha1(imageId)`, `swap_<MiB>`,
  * `ephemeral_<GiB>_<ext>`, legacy `<sha1>_<N>` and `<sha1>_sm`); `<instancesPath>/locks` holds the
@@ -12,7 +12,7 @@
 import { mkdirSync } from 'node:fs';
 import { lstat, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { BaseImageScan, CacheEntry, RemovedEntry } from '../../cache-entry.js';
+import type { BaseImageScan, CacheEntry } from '../../cache-entry.js';
 import { inspectDiskImage } from '../../disk/qcow2-header.js';
 import type { DiskImageInfo } from '../../disk/qcow2-header.js';
 import { writeQcow2Overlay } from '../../disk/qcow2-overlay.js';
@@ -28,11 +28,8 @@ import type { ProgressListener } from '../../fetch/download.js';
 import { syncNewDirectories } from '../../fetch/durable.js';
 import { fileFetchTarget, isRegularFile } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
-import { LockManager } from '../../fetch/lock-manager.js';
 import { assertValidImageId } from '../../image-id.js';
-import { systemClock } from '../../clock.js';
 import { isBoolean } from '../../options.js';
-import { FilePinStore } from '../../pins.js';
 import type { InUseSet } from '../../instances.js';
 import { statfsProbe, usageOfDirectory } from '../../capacity/statfs.js';
 import type { FilesystemProbe, FilesystemUsage } from '../../capacity/statfs.js';
@@ -120,8 +117,6 @@ export const PIN_FILE = 'imagecache_pins.json';
 
 /** Nova's libvirt image cache manager. */
 export class LibvirtFileImageManager extends ImageManager<string> {
-  /** {@inheritDoc ImageManager.hasImageCache} */
-  readonly hasImageCache = true;
   /** `[DEFAULT]instances_path`. */
   readonly instancesPath: string;
   /** The cache directory: `<instancesPath>/<subdirectoryName>`. */
@@ -147,9 +142,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     }
     if (syncInstanceDisks !== undefined) isBoolean('syncInstanceDisks', syncInstanceDisks);
     const lockDir = path.join(instancesPath, 'locks');
-    const locks = new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs });
-    const pins = rest.pins ?? new FilePinStore(path.join(instancesPath, PIN_FILE), locks, rest.clock ?? systemClock);
-    super({ ...rest, pins }, locks, 'libvirt');
+    super(rest, { lockDir, pinFile: path.join(instancesPath, PIN_FILE) }, 'libvirt');
     this.instancesPath = instancesPath;
     this.baseDir = path.join(instancesPath, this.options.subdirectoryName);
     this.lockDir = lockDir;
@@ -190,13 +183,14 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   }
 
   /** {@inheritDoc ImageManager.getDiskUsage} */
-  getDiskUsage(): Promise<number> {
+  override getDiskUsage(): Promise<number> {
     return cacheDiskUsage(this.instancesPath, this.baseDir);
   }
 
   /**
    * Registers this host as a user of the instances path now. Passes do it too; call it at start-up
-   * when this host does not run passes itself (Nova gap I: otherwise it is invisible to the others).
+   * when this host does not run passes itself (otherwise it is invisible to the others:
+   * (docs/nova-parity.md, gap I)).
    */
   async registerStorageUse(): Promise<void> {
     await this.registry.register(this.host);
@@ -313,10 +307,11 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   /**
    * An image in use keeps its original, its legacy `_sm` base and every legacy resized
    * `<sha1>_<N>` base alive, as Nova's `_find_base_file` does, minus its list walk that skips the
-   * variant after each match (gap C): Nova re-creates a missing `<sha1>_<N>` from the original
-   * when a disk backed by it is started again, so they live as long as the image is used.
+   * variant after each match (docs/nova-parity.md, gap C): Nova re-creates a missing
+   * `<sha1>_<N>` from the original when a disk backed by it is started again, so they live as long
+   * as the image is used.
    */
-  protected entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[] {
+  protected override entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[] {
     const fingerprint = cacheFileName(imageId);
     return [fingerprint, `${fingerprint}_sm`, ...(this.#resizedVariants(scan).get(fingerprint) ?? [])];
   }
@@ -358,21 +353,21 @@ export class LibvirtFileImageManager extends ImageManager<string> {
    */
   override async ageAndVerify(context: AgeContext<string>): Promise<AgeResult> {
     const result = await super.ageAndVerify(context);
-    const now = this.clock.now();
-    for (const leftover of this.#instanceStaging.get(context.scan) ?? []) {
-      const ageSeconds = (now - leftover.lastModifiedMs) / 1000;
-      if (ageSeconds < this.options.staleStagingAgeSeconds) continue;
-      const name = path.relative(this.instancesPath, leftover.path);
+    const leftovers = (this.#instanceStaging.get(context.scan) ?? []).map((leftover) => ({
+      name: path.relative(this.instancesPath, leftover.path),
+      lastModifiedMs: leftover.lastModifiedMs,
+    }));
+    const swept = await this.sweepStagingLeftovers(leftovers, async (name) => {
       try {
-        await unlink(leftover.path);
+        await unlink(path.join(this.instancesPath, name));
+        return true;
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') result.failures.push({ name, operation: 'remove', error });
-        continue;
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+        throw error;
       }
-      const removed: RemovedEntry = { name, kind: 'staging', imageId: null, bytes: 0, reason: 'stale-staging', ageSeconds };
-      result.removed.push(removed);
-      this.emit('removed', removed);
-    }
+    });
+    result.removed.push(...swept.removed);
+    result.failures.push(...swept.failures);
     try {
       await this.locks.removeStaleLocks();
     } catch (error) {
@@ -382,17 +377,17 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   }
 
   /** {@inheritDoc ImageManager.touchEntry} */
-  protected touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
+  protected override touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
     return touchFile(path.join(this.baseDir, name), this.clock, tolerateEacces, this.log);
   }
 
   /** {@inheritDoc ImageManager.statEntry} */
-  protected statEntry(base: string, entry: CacheEntry): Promise<number | null> {
+  protected override statEntry(base: string, entry: CacheEntry): Promise<number | null> {
     return mtimeOf(path.join(base, entry.name));
   }
 
   /** {@inheritDoc ImageManager.removeEntry} */
-  protected async removeEntry(base: string, entry: CacheEntry): Promise<void> {
+  protected override async removeEntry(base: string, entry: CacheEntry): Promise<void> {
     const file = path.join(base, entry.name);
     // Re-checked under the lock, without following links: only a regular file is ever unlinked.
     let st;
@@ -421,13 +416,14 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   }
 
   /** {@inheritDoc ImageManager.removeStaging} */
-  protected async removeStaging(base: string, name: string): Promise<void> {
+  protected override async removeStaging(base: string, name: string): Promise<void> {
     await unlink(path.join(base, name));
   }
 
   async #registerIfDue(): Promise<void> {
-    // Spawning hosts register too (gap I): often enough to never fall out of the registry window
-    // (every quarter of it, at most hourly), rarely enough to keep the registry lock quiet.
+    // Spawning hosts register too (docs/nova-parity.md, gap I): often enough to never fall out of
+    // the registry window (every quarter of it, at most hourly), rarely enough to keep the registry
+    // lock quiet.
     const everyMs = Math.min(3_600_000, (this.registry.windowSeconds * 1000) / 4);
     if (this.clock.now() - this.#lastRegistration < everyMs) return;
     try {
