@@ -9,24 +9,11 @@
  *
  * @module
  */
-import { mkdirSync } from 'node:fs';
 import { lstat, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { BaseImageScan, CacheEntry } from '../../cache-entry.js';
-import { inspectDiskImage } from '../../disk/qcow2-header.js';
-import type { DiskImageInfo } from '../../disk/qcow2-header.js';
-import { writeQcow2Overlay } from '../../disk/qcow2-overlay.js';
-import { copyRawDisk } from '../../disk/raw-copy.js';
-import {
-  DiskFullError,
-  FlavorDiskSmallerThanImageError,
-  InvalidConfigError,
-  InvalidDiskImageError,
-  UnsupportedError,
-} from '../../errors.js';
-import type { ProgressListener } from '../../fetch/download.js';
-import { syncNewDirectories } from '../../fetch/durable.js';
-import { fileFetchTarget, isRegularFile } from '../../fetch/file-target.js';
+import { DiskFullError, InvalidConfigError } from '../../errors.js';
+import { fileFetchTarget } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { assertValidImageId } from '../../image-id.js';
 import { isBoolean } from '../../options.js';
@@ -38,10 +25,14 @@ import type { AgeContext, AgeResult, ImageManagerOptions } from '../../manager.j
 import { cacheDiskUsage, mtimeOf, touchFile } from '../files.js';
 import { useCachedImage } from '../use-cached-image.js';
 import { collectBackingFiles } from './backing-files.js';
+import { buildInstanceDisk, inspectIfPresent } from './instance-disk.js';
+import type { CreateInstanceDiskOptions, InstanceDiskResult } from './instance-disk.js';
 import type { InstanceStagingFile } from './backing-files.js';
 import { FINGERPRINT_LENGTH, cacheFileName } from './naming.js';
 import { scanBaseDirectory } from './scan.js';
 import { STORAGE_REGISTRY_FILE, StorageRegistry } from './storage-registry.js';
+
+export type { CreateInstanceDiskOptions, InstanceDiskResult } from './instance-disk.js';
 
 /** Options of {@link LibvirtFileImageManager}. */
 export interface LibvirtFileImageManagerOptions extends ImageManagerOptions {
@@ -68,45 +59,6 @@ export interface LibvirtFileImageManagerOptions extends ImageManagerOptions {
    * base images are always fsynced before they are published, whatever this says.
    */
   readonly syncInstanceDisks?: boolean | undefined;
-}
-
-/** Options of {@link LibvirtFileImageManager.createInstanceDisk}. */
-export interface CreateInstanceDiskOptions {
-  /** The image to build the disk from. */
-  readonly imageId: string;
-  /** The instance's directory, e.g. `<instancesPath>/<uuid>`; created if missing. */
-  readonly instanceDir: string;
-  /**
-   * The disk's size in bytes (the flavor's root disk). Omitted or 0: the image's virtual size
-   * (Nova: root size 0 means "use the image size"). Rounded up to a multiple of 512.
-   */
-  readonly sizeBytes?: number | undefined;
-  /** `qcow2`: a copy-on-write overlay backed by the base (default); `raw`: a full (reflink or sparse) copy. */
-  readonly format?: 'qcow2' | 'raw' | undefined;
-  /** File name inside the instance directory. Default `disk`. */
-  readonly diskName?: string | undefined;
-  /** Cancels the call (the download, the wait for the lock, the copy). */
-  readonly signal?: AbortSignal | undefined;
-  /** Download progress, when the image is not cached yet. */
-  readonly onProgress?: ProgressListener | undefined;
-}
-
-/** The outcome of {@link LibvirtFileImageManager.createInstanceDisk}. */
-export interface InstanceDiskResult {
-  /** The disk's path. */
-  readonly path: string;
-  /** False when the disk already existed and was left as it was (Nova's behaviour). */
-  readonly created: boolean;
-  /** The disk's format. */
-  readonly format: 'qcow2' | 'raw';
-  /** The base it was built from. */
-  readonly basePath: string;
-  /** Whether the image had to be downloaded first. */
-  readonly cacheStatus: 'cached' | 'existing';
-  /** For raw disks, how the copy was made. */
-  readonly copyMethod: string | null;
-  /** The disk's virtual size, bytes. */
-  readonly virtualSize: number;
 }
 
 /** What follows the fingerprint in a legacy resized base's name (Nova: `<sha1>_[0-9]+$`). */
@@ -233,7 +185,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
             const info = await inspectIfPresent(basePath, imageId);
             if (info === null) return null;
             await touchFile(basePath, this.clock, true, this.log);
-            const built = await this.#buildDisk(options, basePath, info, diskPath, format, cacheStatus);
+            const built = await buildInstanceDisk(options, { basePath, info, diskPath, format, cacheStatus, sync: this.#syncInstanceDisks });
             usedBaseBytes = info.fileSize;
             // Touched again once the disk exists: a pass that scanned before the first touch and
             // read the instance directories before the disk appeared sees the base was used since
@@ -248,39 +200,6 @@ export class LibvirtFileImageManager extends ImageManager<string> {
       onHit: () => this.recordCacheHit(name, usedBaseBytes),
     });
     return value;
-  }
-
-  async #buildDisk(
-    options: CreateInstanceDiskOptions,
-    basePath: string,
-    info: DiskImageInfo,
-    diskPath: string,
-    format: 'qcow2' | 'raw',
-    cacheStatus: 'cached' | 'existing',
-  ): Promise<InstanceDiskResult> {
-    const { imageId, instanceDir, signal } = options;
-    const sync = this.#syncInstanceDisks;
-    if (info.header?.backingFile != null) {
-      throw new InvalidDiskImageError(basePath, 'a base image must not have a backing file of its own', imageId);
-    }
-    const requested = options.sizeBytes ?? 0;
-    if (requested !== 0 && requested < info.virtualSize) {
-      throw new FlavorDiskSmallerThanImageError(imageId, requested, info.virtualSize);
-    }
-    const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
-    const common = { path: diskPath, format, basePath, cacheStatus, virtualSize };
-    if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
-    const created = ensureDirectory(instanceDir);
-    if (sync && created !== undefined) await syncNewDirectories(instanceDir, created);
-    if (format === 'qcow2') {
-      await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId, sync });
-      return { ...common, created: true, copyMethod: null };
-    }
-    if (info.format !== 'raw') {
-      throw new UnsupportedError('A raw instance disk from a qcow2 base', 'use format qcow2, or cache images as raw.', imageId);
-    }
-    const copy = await copyRawDisk(basePath, diskPath, { sizeBytes: virtualSize, signal, imageId, sync });
-    return { ...common, created: true, copyMethod: copy.method };
   }
 
   /** {@inheritDoc ImageManager.storageUsers} */
@@ -434,37 +353,5 @@ export class LibvirtFileImageManager extends ImageManager<string> {
       if (!(err instanceof DiskFullError)) throw err;
       this.log('could not register %s before a spawn: %s', this.host, err.message);
     }
-  }
-}
-
-/**
- * The base's format and sizes, or null when it does not exist (yet, or any more; or the cache
- * directory is not a directory, which the fetch then reports). Anything but a regular file at the
- * name is refused (`InvalidDiskImageError`), never followed.
- */
-async function inspectIfPresent(basePath: string, imageId: string): Promise<DiskImageInfo | null> {
-  try {
-    return await inspectDiskImage(basePath, imageId);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-    throw err;
-  }
-}
-
-/**
- * Creates `dir` unless it exists: one mkdir in the usual case (the driver made the instance
- * directory already), where a recursive mkdir costs a mkdir and a stat. Returns the outermost
- * directory it created, if any.
- */
-function ensureDirectory(dir: string): string | undefined {
-  try {
-    mkdirSync(dir);
-    return dir;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return undefined;
-    if (code !== 'ENOENT') throw err;
-    return mkdirSync(dir, { recursive: true });
   }
 }
