@@ -16,8 +16,7 @@
  *
  * @module
  */
-import type { PassReport, RemovedEntry } from './cache-entry.js';
-import type { CacheEntry } from './cache-entry.js';
+import type { CacheEntry, PassReport, RemovedEntry, StagingEntry } from './cache-entry.js';
 import { CapacityController } from './capacity/controller.js';
 import { listEntries, pruneCache, removeImage } from './capacity/operator.js';
 import type { ListedEntry, OperatorOptions, PruneOptions, PruneReport } from './capacity/operator.js';
@@ -28,7 +27,6 @@ import type { CacheImageOptions, CacheImageResult, ImageManagerOptions, Instance
 import { PeriodicPass } from './core/pass.js';
 import type { AgeContext, AgeResult, RemovalOutcome } from './core/pass-types.js';
 import { SafeRemover } from './core/remover.js';
-import type { StagingLeftover, StagingSweepResult } from './core/remover.js';
 import { CacheStoreBase } from './core/store-base.js';
 import type { StoreView } from './core/store-view.js';
 import type { LockManager } from './fetch/lock-manager.js';
@@ -241,7 +239,10 @@ export abstract class ImageManager<TBase = unknown> extends CacheStoreBase<TBase
    * through the one staging sweep: past `staleStagingAgeSeconds`, counted and emitted as
    * `removed`. `remove` resolves false when the file had gone already.
    */
-  protected sweepStagingLeftovers(leftovers: readonly StagingLeftover[], remove: (name: string) => Promise<boolean>): Promise<StagingSweepResult> {
+  protected sweepStagingLeftovers(
+    leftovers: readonly StagingEntry[],
+    remove: (name: string) => Promise<boolean>,
+  ): Promise<Pick<AgeResult, 'removed' | 'failures'>> {
     return this.#remover.sweepStaging({
       leftovers,
       nowMs: this.clock.now(),

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { CacheEntry, PassFailure, RemovalReason, RemovedEntry } from '../cache-entry.js';
+import type { CacheEntry, PassFailure, RemovalReason, RemovedEntry, StagingEntry } from '../cache-entry.js';
 import { LockTimeoutError, isImageCacheError } from '../errors.js';
 import type { HeldLock } from '../fetch/lock-manager.js';
 import type { RemovalOutcome } from './pass-types.js';
@@ -33,20 +33,10 @@ export function removedEntry(
   return detail.length === 0 ? removed : { ...removed, detail: detail[0] };
 }
 
-/** A staging leftover to sweep. */
-export interface StagingLeftover {
-  /** Its name in reports (and for `remove`). */
-  readonly name: string;
-  /** When it was last written, ms since the epoch. */
-  readonly lastModifiedMs: number;
-  /** The lock its writer holds while it writes, when known. */
-  readonly lockName?: string | undefined;
-}
-
 /** A sweep of staging leftovers (see {@link SafeRemover.sweepStaging}). */
 export interface StagingSweep {
   /** The leftovers. */
-  readonly leftovers: readonly StagingLeftover[];
+  readonly leftovers: readonly StagingEntry[];
   /** Now, ms (ages are measured from it). */
   readonly nowMs: number;
   /** Leftovers younger than this are kept, seconds (0: any age goes). */

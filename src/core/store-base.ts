@@ -113,9 +113,9 @@ export abstract class CacheStoreBase<TBase = unknown> extends EventEmitter<Image
   // ---- Primitives of a cache that holds entries (defaults: unsupported) ----
 
   /**
-   * Sets the entry's last use to now (`clock.now()`). Default: throws `UnsupportedError`.
-   *
-   * @param tolerateEacces - log and ignore a refused touch, EACCES or EPERM (spawn path), else throw
+   * Sets the entry's last use to now (`clock.now()`). With `tolerateEacces` (the spawn path), a
+   * refused touch (EACCES or EPERM) is logged and ignored; otherwise it throws. Default: throws
+   * `UnsupportedError`.
    */
   protected touchEntry(name: string, _tolerateEacces: boolean): Promise<void> {
     return this.#unsupported('Touching a cache entry', 'touchEntry', name);
