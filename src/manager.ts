@@ -109,8 +109,8 @@ export abstract class ImageManager<TBase = unknown> extends CacheStoreBase<TBase
 
   /**
    * Makes sure `imageId` is in the cache: downloads and verifies it if missing, touches it if
-   * present, under the per-image lock (Nova's `cache_image`, with the lock Nova forgot:
-   * (docs/nova-parity.md, gap A)). Before a download, room is made (see the capacity options);
+   * present, under the per-image lock: Nova's `cache_image`, with the lock Nova forgot
+   * (docs/nova-parity.md, gap A). Before a download, room is made (see the capacity options);
    * after it, the size cap and the watermarks are enforced when a `listInstances` callback can
    * tell what is in use.
    *

@@ -141,8 +141,8 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /**
    * Registers this host as a user of the instances path now. Passes do it too; call it at start-up
-   * when this host does not run passes itself (otherwise it is invisible to the others:
-   * (docs/nova-parity.md, gap I)).
+   * when this host does not run passes itself; otherwise it is invisible to the others
+   * (docs/nova-parity.md, gap I).
    */
   async registerStorageUse(): Promise<void> {
     await this.registry.register(this.host);
