@@ -3,17 +3,17 @@
 //   node --import tsx examples/custom-backend.ts
 // The backend keeps each image as `<dir>/<imageId>.img` (the id readable in the name, unlike
 // libvirt's sha1 names), last use as the file's mtime, locks in `<dir>/.locks`. It implements the
-// three abstract methods and six primitives of `ImageManager`; the periodic pass, the verified
-// single-flight download, pins, capacity (size cap, watermarks), `list`/`remove`/`prune` and the
-// stats are inherited.
+// three abstract members of `ImageManager` (getBase, scanBaseImages, fetchTargetFor) and the four
+// primitives of a cache holding files (touch, stat, remove an entry, remove a staging file); the
+// periodic pass, the verified single-flight download, pins, capacity (size cap, watermarks),
+// `list`/`remove`/`prune`, the stats, the disk usage and which entries an image keeps alive (by the
+// image id the scan records) are inherited.
 import { copyFile, lstat, mkdir, mkdtemp, readdir, rm, stat, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  FilePinStore,
   GlanceImageSource,
   ImageManager,
-  LockManager,
   assertValidImageId,
   fileFetchTarget,
   formatBytes,
@@ -22,7 +22,6 @@ import {
   mtimeOf,
   stagingFinalName,
   statfsProbe,
-  systemClock,
   touchFile,
   useCachedImage,
   usageOfDirectory,
@@ -48,19 +47,16 @@ const SUFFIX = '.img';
 
 /** An image cache as a flat directory of `<imageId>.img` files. */
 class FlatDirectoryImageManager extends ImageManager<string> {
-  readonly hasImageCache = true;
   readonly dir: string;
 
   constructor(options: FlatDirectoryImageManagerOptions) {
     const { dir, ...rest } = options;
     // The lock directory makes every lock cross-process: two services (or a CLI `prune`) on the
     // same directory exclude each other. It sits inside the cache, and the scan below only lists
-    // regular files, so it is never mistaken for an entry.
-    const locks = new LockManager({ lockDir: path.join(dir, '.locks'), staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs });
-    // Pins in a file beside the images: a pre-cache pin outlives a restart of the service. Its
-    // name does not end in `.img`, so it is never an entry either.
-    const pins = rest.pins ?? new FilePinStore(path.join(dir, '.pins.json'), locks, rest.clock ?? systemClock);
-    super({ ...rest, pins }, locks, 'flat-directory');
+    // regular files, so it is never mistaken for an entry. Pins go in a file beside the images: a
+    // pre-cache pin outlives a restart of the service; its name does not end in `.img`, so it is
+    // never an entry either. The base builds both once it has validated the options.
+    super(rest, { lockDir: path.join(dir, '.locks'), pinFile: path.join(dir, '.pins.json') }, 'flat-directory');
     this.dir = dir;
   }
 
@@ -140,15 +136,6 @@ class FlatDirectoryImageManager extends ImageManager<string> {
     return { entries, staging };
   }
 
-  /** Every entry counts: this cache lives on the storage the hypervisor's disks use. */
-  async getDiskUsage(): Promise<number> {
-    const base = await this.getBase();
-    if (base === null) return 0;
-    return (await this.scanBaseImages(base)).entries.reduce((sum, entry) => sum + entry.sizeBytes, 0);
-  }
-
-  // ---- The primitives ----
-
   /**
    * The shared file target: downloads go to `<name>.<pid>-<random>.staging` beside the final
    * file, are verified, fsynced and renamed into place, so a final name is always a whole image.
@@ -158,13 +145,10 @@ class FlatDirectoryImageManager extends ImageManager<string> {
     return fileFetchTarget(imageId, this.pathFor(imageId));
   }
 
-  /** One file per image, nothing derived from it: an instance of `imageId` keeps that file alive. */
-  protected entryNamesForImage(imageId: string): readonly string[] {
-    return [`${imageId}${SUFFIX}`];
-  }
+  // ---- The primitives of a cache that holds entries ----
 
   /** mtime is the last use: set it from the manager's clock (so a test clock ages the cache). */
-  protected touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
+  protected override touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
     return touchFile(path.join(this.dir, name), this.clock, tolerateEacces, this.log);
   }
 
@@ -172,12 +156,12 @@ class FlatDirectoryImageManager extends ImageManager<string> {
    * The same number the scan put in `lastUsedMs` (lstat mtime, ms): the pass compares the two
    * under the lock, and any difference means "used since the scan", so the entry is kept.
    */
-  protected statEntry(base: string, entry: CacheEntry): Promise<number | null> {
+  protected override statEntry(base: string, entry: CacheEntry): Promise<number | null> {
     return mtimeOf(path.join(base, entry.name));
   }
 
   /** Called under the entry's lock. lstat again: only a regular file is ever unlinked, never a link's target. */
-  protected async removeEntry(base: string, entry: CacheEntry): Promise<void> {
+  protected override async removeEntry(base: string, entry: CacheEntry): Promise<void> {
     const file = path.join(base, entry.name);
     try {
       if ((await lstat(file)).isFile()) await unlink(file);
@@ -187,7 +171,7 @@ class FlatDirectoryImageManager extends ImageManager<string> {
   }
 
   /** A stale staging file: the pass calls this under the staging file's lock, with no live writer. */
-  protected async removeStaging(base: string, name: string): Promise<void> {
+  protected override async removeStaging(base: string, name: string): Promise<void> {
     try {
       await unlink(path.join(base, name));
     } catch (error) {

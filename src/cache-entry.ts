@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { CapacityReport } from './capacity/controller.js';
+import type { CapacityReport } from './capacity/types.js';
 
 /**
  * The class of a cache entry, which decides its minimum age:

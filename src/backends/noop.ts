@@ -1,7 +1,7 @@
 /**
- * The no-op backend, for storage that caches images itself: a PowerVM shared storage pool (an
- * image LU per image, instance disks as linked clones, refcounted by the storage; peers.md 2.8) or
- * Ceph rbd (clones of a protected snapshot). Like nova-powervm's SSP adapter it reports
+ * The no-op backend, for storage that caches images itself: a PowerVM shared storage pool, with
+ * an image LU per image and instance disks as linked clones refcounted by the storage
+ * (docs/nova-parity.md, shared storage pool), or Ceph rbd (clones of a protected snapshot). Like nova-powervm's SSP adapter it reports
  * `hasImageCache: false`; the periodic pass does nothing; `cacheImage` is unsupported, so
  * pre-caching reports `unsupported` as Nova does.
  *
@@ -18,7 +18,6 @@ import { UnsupportedError } from '../errors.js';
 import { downloadToSink } from '../fetch/download.js';
 import type { DownloadResult, ProgressListener } from '../fetch/download.js';
 import type { FetchTarget } from '../fetch/image-fetcher.js';
-import { LockManager } from '../fetch/lock-manager.js';
 import type { StagingSink } from '../fetch/staging.js';
 import { assertValidImageId } from '../image-id.js';
 import { ImageManager } from '../manager.js';
@@ -83,7 +82,7 @@ export interface NoopDiskResult {
 /** The image manager of storage that needs no image cache. */
 export class NoopImageManager extends ImageManager<never> {
   /** No cache: Nova's periodic pass returns early for such drivers. */
-  readonly hasImageCache = false;
+  override readonly hasImageCache = false;
   readonly #linkedClone: LinkedCloneHook | undefined;
   readonly #openInstanceDisk: OpenInstanceDisk | undefined;
   readonly #limit: LimitFunction;
@@ -91,7 +90,7 @@ export class NoopImageManager extends ImageManager<never> {
   /** @param options - host, image source, hooks and cache options */
   constructor(options: NoopImageManagerOptions) {
     const { linkedClone, openInstanceDisk, ...rest } = options;
-    super(rest, new LockManager(), 'noop');
+    super(rest, {}, 'noop');
     this.#linkedClone = linkedClone;
     this.#openInstanceDisk = openInstanceDisk;
     this.#limit = rest.downloadLimiter ?? pLimit(this.options.maxConcurrentDownloads);
@@ -105,11 +104,6 @@ export class NoopImageManager extends ImageManager<never> {
   /** Nothing is cached. */
   scanBaseImages(): Promise<BaseImageScan> {
     return Promise.resolve({ entries: [], staging: [] });
-  }
-
-  /** Nothing is cached. */
-  getDiskUsage(): Promise<number> {
-    return Promise.resolve(0);
   }
 
   /**
@@ -174,30 +168,5 @@ export class NoopImageManager extends ImageManager<never> {
   /** Never called: there is no cache to publish into. */
   protected fetchTargetFor(imageId: string): FetchTarget {
     throw new UnsupportedError('Publishing an image', 'this backend keeps no image cache.', imageId);
-  }
-
-  /** Nothing is cached. */
-  protected entryNamesForImage(): readonly string[] {
-    return [];
-  }
-
-  /** Nothing is cached. */
-  protected touchEntry(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  /** Nothing is cached. */
-  protected statEntry(): Promise<number | null> {
-    return Promise.resolve(null);
-  }
-
-  /** Nothing is cached. */
-  protected removeEntry(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  /** Nothing is cached. */
-  protected removeStaging(): Promise<void> {
-    return Promise.resolve();
   }
 }

@@ -1,13 +1,13 @@
 /**
- * Nova's spawn flow over any cache, with the §4.7 window closed: look for the image and use it
- * under its lock; on a miss cache it and look again. A base that a cleanup removed between the
+ * Nova's spawn flow over any cache, with its fetch-to-use window closed (docs/nova-parity.md,
+ * race 4.7): look for the image and use it under its lock; on a miss cache it and look again. A base that a cleanup removed between the
  * fetch and its use is simply fetched again, a bounded number of times.
  *
  * @module
  */
 import { UnsupportedError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { CacheImageResult } from '../manager.js';
+import type { CacheImageResult } from '../core/manager-types.js';
 
 /** How many times a spawn re-fetches a base that a cleanup removed between fetch and use. */
 export const SPAWN_REFETCHES = 3;

@@ -3,7 +3,7 @@
  * room made before each download (under the cap and on disk, or `DiskFullError` before a byte is
  * written), the watermarks again after each fill, protection of images being cached, and the
  * counters. Backends provide nothing beyond `cacheFilesystemUsage` (and optionally
- * `entrySizeBytes`); the manager hands this class its primitives as {@link CapacityPorts}.
+ * `entrySizeBytes`); the manager hands this class its view ({@link CapacityPorts}).
  *
  * The in-use rule: an eviction removes only what the policy allows with an exact in-use set, the
  * same one a pass computes (instances of every storage user, backing files, devices, pins). A pass
@@ -17,18 +17,15 @@
 import pLimit from 'p-limit';
 import type { LimitFunction } from 'p-limit';
 import { throwIfAborted } from '../abort.js';
-import type { BaseImageScan, CacheEntry, RemovalReason, RemovedEntry } from '../cache-entry.js';
-import type { Clock } from '../clock.js';
+import type { BaseImageScan } from '../cache-entry.js';
+import type { PassInUse } from '../core/pass-types.js';
+import { removedEntry } from '../core/remover.js';
+import type { CapacityPorts } from '../core/store-view.js';
 import { DiskFullError, isImageCacheError } from '../errors.js';
 import type { EnsureResult, FetchTarget } from '../fetch/image-fetcher.js';
-import type { InstanceRecord } from '../instances.js';
-import type { Logger } from '../log.js';
-import type { PassInUse, RemovalOutcome } from '../manager.js';
-import type { ResolvedImageCacheOptions } from '../options.js';
-import type { PinMap } from '../pins.js';
 import type { ImageInfo } from '../source/image-source.js';
 import { decideEntries, runPolicy } from './policy.js';
-import type { CapacityReason, EntryRemover, PolicyContext, PolicyResult } from './policy.js';
+import type { EntryRemover, PolicyContext, PolicyResult } from './policy.js';
 import { SpaceReservations } from './reservations.js';
 import type { SpaceReservation } from './reservations.js';
 import { usedPercent } from './statfs.js';
@@ -36,75 +33,11 @@ import type { FilesystemUsage } from './statfs.js';
 import { CacheStatsRecorder } from './stats.js';
 import { capNeed, largestNeed, reclaimNeed, watermarkNeed } from './watermarks.js';
 import type { CapacityNeeds } from './watermarks.js';
+import type { CapacityReason, CapacityReport, CapacityTrigger } from './types.js';
 
-/** What started a run of the policy. */
-export type CapacityTrigger = 'pass' | 'fill' | 'download' | 'prune';
-
-/** One eviction (the `evicted` event): the removal, and what triggered it. */
-export interface EvictionEvent extends RemovedEntry {
-  /** The reason: `cap`, `watermark` or `reclaim`. */
-  readonly reason: CapacityReason;
-  /** What ran the eviction: a pass, a fill, room for a download, or `prune()`. */
-  readonly trigger: CapacityTrigger;
-}
-
-/** What the capacity rules saw and did in one run (part of pass and prune reports). */
-export interface CapacityReport {
-  /** Bytes the cache held when the run started. */
-  readonly cacheBytes: number;
-  /** `maxCacheBytes` (Infinity: no cap). */
-  readonly maxCacheBytes: number;
-  /** The cache's filesystem when the run started, when it was measured. */
-  readonly filesystem: FilesystemUsage | null;
-  /** Bytes each rule asked for. */
-  readonly needs: CapacityNeeds;
-  /** Bytes freed, aging and eviction together. */
-  readonly freedBytes: number;
-  /** Bytes asked for that could not be freed: what is left is in use, pinned or too young. */
-  readonly shortfallBytes: number;
-}
-
-/** The manager's primitives, as capacity needs them. */
-export interface CapacityPorts<TBase> {
-  /** The validated options. */
-  readonly options: ResolvedImageCacheOptions;
-  /** The manager's clock. */
-  readonly clock: Clock;
-  /** The manager's logger. */
-  readonly log: Logger;
-  /** The cache location, or null when there is none yet. */
-  getBase(): Promise<TBase | null>;
-  /** Lists the cache. */
-  scan(base: TBase): Promise<BaseImageScan>;
-  /**
-   * The exact in-use set, as a pass computes it: from `instances` when given, else from the
-   * `listInstances` callback; null when neither exists.
-   */
-  inUse(base: TBase, scan: BaseImageScan, instances: Iterable<InstanceRecord> | undefined, signal?: AbortSignal): Promise<PassInUse | null>;
-  /** The cache's storage usage, or null when the backend cannot tell. */
-  filesystemUsage(base: TBase | null): Promise<FilesystemUsage | null>;
-  /** An entry's size as served (bytes), or null when it is gone. */
-  entrySizeBytes(name: string): Promise<number | null>;
-  /** The entry's minimum age, seconds. */
-  minimumAgeSeconds(entry: CacheEntry): number;
-  /** Why removals are suspended, or null. */
-  removalsSuspended(): string | null;
-  /** Removes an entry under its lock with its age re-checked. */
-  remove(
-    base: TBase,
-    entry: CacheEntry,
-    minAgeSeconds: number,
-    reason: RemovalReason,
-    detail: string,
-    usedSinceMs: number | undefined,
-  ): Promise<RemovalOutcome>;
-  /** Emits the `evicted` event. */
-  evicted(event: EvictionEvent): void;
-  /** Names of the entries an instance using `imageId` keeps alive. */
-  entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[];
-  /** The active pins. */
-  activePins(): Promise<PinMap>;
-}
+export type { CapacityReport, CapacityTrigger } from './types.js';
+export type { EvictionEvent } from '../core/pass-types.js';
+export type { CapacityPorts } from '../core/store-view.js';
 
 /** Inputs of {@link CapacityController.apply}. */
 export interface ApplyOptions<TBase> {
@@ -241,10 +174,7 @@ export class CapacityController<TBase> {
     const dryRun = options.dryRun ?? false;
     // A dry run walks the same policy with removals that always succeed and touch nothing.
     const remove: EntryRemover = dryRun
-      ? ({ entry, ageSeconds }, reason, detail) => {
-          const removed = { name: entry.name, kind: entry.kind, imageId: entry.imageId, bytes: entry.sizeBytes, reason, ageSeconds, detail };
-          return Promise.resolve({ removed, kept: null, failure: null });
-        }
+      ? ({ entry, ageSeconds }, reason, detail) => Promise.resolve({ removed: removedEntry(entry, reason, ageSeconds, detail), kept: null, failure: null })
       : (decision, reason, detail) =>
           this.ports.remove(base, decision.entry, decision.minAgeSeconds, reason, detail, options.usedSinceMs);
     const policy = await runPolicy({

@@ -4,7 +4,8 @@
  *
  * @module
  */
-export type { CapacityReport, CapacityTrigger, EvictionEvent } from './controller.js';
+export type { CapacityReport, CapacityTrigger } from './types.js';
+export type { EvictionEvent } from '../core/pass-types.js';
 export type { ListedEntry, OperatorOptions, PruneOptions, PruneReport } from './operator.js';
 export * from './policy.js';
 export * from './stats.js';

@@ -10,8 +10,9 @@ import { throwIfAborted } from '../abort.js';
 import type { CacheEntryKind, KeptEntry, PassFailure, RemovedEntry } from '../cache-entry.js';
 import { ImageInUseError, UnsupportedError } from '../errors.js';
 import type { InstanceRecord } from '../instances.js';
-import type { PassInUse } from '../manager.js';
-import type { CapacityController, CapacityReport } from './controller.js';
+import type { PassInUse } from '../core/pass-types.js';
+import type { CapacityController } from './controller.js';
+import type { CapacityReport } from './types.js';
 import { decideEntries } from './policy.js';
 
 /** One cache entry, as {@link ImageManager.list} shows it. */

@@ -15,12 +15,12 @@
 import type { LimitFunction } from 'p-limit';
 import { throwIfAborted } from '../abort.js';
 import type { CacheEntry, KeptEntry, KeptReason, PassFailure, RemovalReason, RemovedEntry } from '../cache-entry.js';
-import type { RemovalOutcome } from '../manager.js';
+import type { RemovalOutcome } from '../core/pass-types.js';
+import type { CapacityReason } from './types.js';
 import type { CapacityNeeds } from './watermarks.js';
 import { largestNeed } from './watermarks.js';
 
-/** Why capacity evicts an entry: the size cap, the disk watermarks, or room for a download. */
-export type CapacityReason = 'cap' | 'watermark' | 'reclaim';
+export type { CapacityReason } from './types.js';
 
 /** True for the removal reasons that are evictions (capacity), as opposed to aging or operators. */
 export function isEvictionReason(reason: RemovalReason): reason is CapacityReason {

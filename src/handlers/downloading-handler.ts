@@ -5,20 +5,16 @@
  *
  * @module
  */
-import type { PassFailure } from '../cache-entry.js';
-import { LockTimeoutError, UnsupportedError } from '../errors.js';
+import { UnsupportedError } from '../errors.js';
 import type { EnsureOptions, EnsureResult, FetchTarget } from '../fetch/image-fetcher.js';
 import { assertValidImageId } from '../image-id.js';
-import { createLogger } from '../log.js';
 import type { TemplateImageHandlerKind } from '../options.js';
 import type {
   TemplateHandlerContext,
   TemplateImageHandler,
   TemplateInitOptions,
   TemplateInitReport,
-} from './template-image-handler.js';
-
-const log = createLogger('handler');
+} from './types.js';
 
 /** Prepares templates by downloading them from the image source. */
 export class DownloadingHandler implements TemplateImageHandler {
@@ -36,33 +32,11 @@ export class DownloadingHandler implements TemplateImageHandler {
    * Removes every staging leftover whose lock is free. A download holds its image's lock from the
    * first byte to the publish, so a free lock means the writer died (a crash, SIGKILL); this holds
    * across processes and hosts sharing the lock directory. Leftovers of unknown origin (no lock
-   * name) are left to the periodic pass's age rule.
+   * name) are left to the periodic pass's age rule. The sweep is the manager's one staging sweep.
    */
   async init(options: TemplateInitOptions = {}): Promise<TemplateInitReport> {
-    const removedStaging: string[] = [];
-    const busyStaging: string[] = [];
-    const failures: PassFailure[] = [];
-    for (const staging of await this.context.listStaging()) {
-      if (staging.lockName === undefined) continue;
-      let held;
-      try {
-        held = await this.context.locks.acquire(staging.lockName, { timeoutMs: 0, signal: options.signal });
-      } catch (err) {
-        if (!(err instanceof LockTimeoutError)) throw err;
-        busyStaging.push(staging.name);
-        continue;
-      }
-      try {
-        await this.context.removeStaging(staging.name);
-        removedStaging.push(staging.name);
-        log('removed staging leftover %s', staging.name);
-      } catch (error) {
-        failures.push({ name: staging.name, operation: 'remove', error });
-      } finally {
-        await held.release();
-      }
-    }
-    return { removedStaging, busyStaging, failures, links: null };
+    const swept = await this.context.sweepStaging(options);
+    return { removedStaging: swept.removed, busyStaging: swept.busy, failures: swept.failures, links: null };
   }
 
   /** {@inheritDoc TemplateImageHandler.fetchImage} */

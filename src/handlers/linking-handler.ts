@@ -35,7 +35,7 @@ import { createLogger } from '../log.js';
 import type { TemplateImageHandlerKind } from '../options.js';
 import type { ImageInfo, ImageSource } from '../source/image-source.js';
 import { DownloadingHandler } from './downloading-handler.js';
-import type { LinkCheckReport, TemplateHandlerContext, TemplateInitOptions, TemplateInitReport } from './template-image-handler.js';
+import type { LinkCheckReport, TemplateHandlerContext, TemplateInitOptions, TemplateInitReport } from './types.js';
 
 const log = createLogger('handler');
 

@@ -5,7 +5,6 @@
  * @module
  */
 import type { Readable } from 'node:stream';
-import type { ImageReader } from './image-reader.js';
 
 /** What the image service says about an image (Glance v2 `GET /v2/images/{id}`). */
 export interface ImageInfo {
@@ -66,4 +65,22 @@ export interface ImageSource {
    * {@link open}: resolves once the first response is usable.
    */
   openReader?(imageId: string, options?: OpenImageOptions): Promise<ImageReader>;
+}
+
+/**
+ * The bytes of one image, read on demand into memory the caller provides. One `read` at a time.
+ */
+export interface ImageReader {
+  /**
+   * Reads the next bytes into `into`, resolving with how many landed there (from 1 to
+   * `into.length`), or 0 once the image has ended. Bytes are only written to `into[0, n)`, and
+   * nothing touches `into` after the promise settles, so the caller may then reuse it. A reader
+   * may wait to fill `into` completely before resolving.
+   *
+   * @throws the source's typed error (e.g. `ImageServiceUnavailableError`, `AbortedError`) when
+   *   the bytes cannot be had; every later call rejects too
+   */
+  read(into: Uint8Array): Promise<number>;
+  /** Releases the connection or stream behind the reader; a pending `read` rejects. Idempotent. */
+  destroy(): void;
 }

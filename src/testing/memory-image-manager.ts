@@ -31,7 +31,7 @@ export type MemoryImageManagerOptions = ImageManagerOptions;
 
 /** An {@link ImageManager} whose cache is a `Map` of entry name to bytes. */
 export class MemoryImageManager extends ImageManager<Map<string, MemoryEntry>> {
-  readonly hasImageCache: boolean = true;
+  override readonly hasImageCache: boolean = true;
   /** The cache; null until the first entry is written (like a cache directory not yet created). */
   #entries: Map<string, MemoryEntry> | null = null;
 
@@ -78,7 +78,7 @@ export class MemoryImageManager extends ImageManager<Map<string, MemoryEntry>> {
     return Promise.resolve({ entries, staging: [] });
   }
 
-  getDiskUsage(): Promise<number> {
+  override getDiskUsage(): Promise<number> {
     let total = 0;
     for (const entry of this.#entries?.values() ?? []) total += entry.data.length;
     return Promise.resolve(total);
@@ -92,7 +92,7 @@ export class MemoryImageManager extends ImageManager<Map<string, MemoryEntry>> {
     };
   }
 
-  protected entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[] {
+  protected override entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[] {
     // Indexed once per scan: a pass asks once per image in use, which is O(n²) over a large cache.
     let index = namesByImage.get(scan);
     if (index === undefined) {
@@ -108,23 +108,23 @@ export class MemoryImageManager extends ImageManager<Map<string, MemoryEntry>> {
     return index.get(imageId) ?? [];
   }
 
-  protected touchEntry(name: string): Promise<void> {
+  protected override touchEntry(name: string): Promise<void> {
     const entry = this.#entries?.get(name);
     if (entry === undefined) return Promise.reject(new Error(`no cache entry ${name}`));
     entry.lastUsedMs = this.clock.now();
     return Promise.resolve();
   }
 
-  protected statEntry(base: Map<string, MemoryEntry>, entry: CacheEntry): Promise<number | null> {
+  protected override statEntry(base: Map<string, MemoryEntry>, entry: CacheEntry): Promise<number | null> {
     return Promise.resolve(base.get(entry.name)?.lastUsedMs ?? null);
   }
 
-  protected removeEntry(base: Map<string, MemoryEntry>, entry: CacheEntry): Promise<void> {
+  protected override removeEntry(base: Map<string, MemoryEntry>, entry: CacheEntry): Promise<void> {
     base.delete(entry.name);
     return Promise.resolve();
   }
 
-  protected removeStaging(): Promise<void> {
+  protected override removeStaging(): Promise<void> {
     return Promise.resolve();
   }
 

@@ -53,6 +53,18 @@ describe('DownloadingHandler', () => {
     }
   });
 
+  it("init()'s removals are the manager's: counted in getStats() and emitted as removed", async () => {
+    await manager.cacheImage('image-2');
+    const dead = `${path.basename(manager.cachePathFor('image-1'))}.999-dead.staging`;
+    await writeFile(path.join(manager.baseDir, dead), 'x');
+    const emitted: string[] = [];
+    manager.on('removed', (removed) => emitted.push(`${removed.name} ${removed.kind} ${removed.reason}`));
+    const report = await manager.templateImageHandler.init();
+    assert.deepEqual(report.removedStaging, [dead]);
+    assert.deepEqual(emitted, [`${dead} staging stale-staging`]);
+    assert.equal(manager.getStats().removals['stale-staging'].count, 1);
+  });
+
   it('removeImage removes a template under its lock, and validates the id', async () => {
     await manager.cacheImage('image-1');
     assert.equal(await manager.templateImageHandler.removeImage('image-1'), true);

@@ -1,6 +1,6 @@
 /**
- * The libvirt-file backend: Nova's libvirt image cache (nova.md sections 2 to 4, 6 and 12), with
- * its known bugs closed.
+ * The libvirt-file backend: Nova's libvirt image cache, with its known bugs closed (each one
+ * listed in docs/nova-parity.md).
  *
  * Layout: `<instancesPath>/<subdirectoryName>` holds the bases (`sha1(imageId)`, `swap_<MiB>`,
  * `ephemeral_<GiB>_<ext>`, legacy `<sha1>_<N>` and `<sha1>_sm`); `<instancesPath>/locks` holds the
@@ -9,30 +9,14 @@
  *
  * @module
  */
-import { mkdirSync } from 'node:fs';
 import { lstat, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { BaseImageScan, CacheEntry, RemovedEntry } from '../../cache-entry.js';
-import { inspectDiskImage } from '../../disk/qcow2-header.js';
-import type { DiskImageInfo } from '../../disk/qcow2-header.js';
-import { writeQcow2Overlay } from '../../disk/qcow2-overlay.js';
-import { copyRawDisk } from '../../disk/raw-copy.js';
-import {
-  DiskFullError,
-  FlavorDiskSmallerThanImageError,
-  InvalidConfigError,
-  InvalidDiskImageError,
-  UnsupportedError,
-} from '../../errors.js';
-import type { ProgressListener } from '../../fetch/download.js';
-import { syncNewDirectories } from '../../fetch/durable.js';
-import { fileFetchTarget, isRegularFile } from '../../fetch/file-target.js';
+import type { BaseImageScan, CacheEntry } from '../../cache-entry.js';
+import { DiskFullError, InvalidConfigError } from '../../errors.js';
+import { fileFetchTarget } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
-import { LockManager } from '../../fetch/lock-manager.js';
 import { assertValidImageId } from '../../image-id.js';
-import { systemClock } from '../../clock.js';
 import { isBoolean } from '../../options.js';
-import { FilePinStore } from '../../pins.js';
 import type { InUseSet } from '../../instances.js';
 import { statfsProbe, usageOfDirectory } from '../../capacity/statfs.js';
 import type { FilesystemProbe, FilesystemUsage } from '../../capacity/statfs.js';
@@ -41,10 +25,14 @@ import type { AgeContext, AgeResult, ImageManagerOptions } from '../../manager.j
 import { cacheDiskUsage, mtimeOf, touchFile } from '../files.js';
 import { useCachedImage } from '../use-cached-image.js';
 import { collectBackingFiles } from './backing-files.js';
+import { buildInstanceDisk, inspectIfPresent } from './instance-disk.js';
+import type { CreateInstanceDiskOptions, InstanceDiskResult } from './instance-disk.js';
 import type { InstanceStagingFile } from './backing-files.js';
 import { FINGERPRINT_LENGTH, cacheFileName } from './naming.js';
 import { scanBaseDirectory } from './scan.js';
 import { STORAGE_REGISTRY_FILE, StorageRegistry } from './storage-registry.js';
+
+export type { CreateInstanceDiskOptions, InstanceDiskResult } from './instance-disk.js';
 
 /** Options of {@link LibvirtFileImageManager}. */
 export interface LibvirtFileImageManagerOptions extends ImageManagerOptions {
@@ -73,45 +61,6 @@ export interface LibvirtFileImageManagerOptions extends ImageManagerOptions {
   readonly syncInstanceDisks?: boolean | undefined;
 }
 
-/** Options of {@link LibvirtFileImageManager.createInstanceDisk}. */
-export interface CreateInstanceDiskOptions {
-  /** The image to build the disk from. */
-  readonly imageId: string;
-  /** The instance's directory, e.g. `<instancesPath>/<uuid>`; created if missing. */
-  readonly instanceDir: string;
-  /**
-   * The disk's size in bytes (the flavor's root disk). Omitted or 0: the image's virtual size
-   * (Nova: root size 0 means "use the image size"). Rounded up to a multiple of 512.
-   */
-  readonly sizeBytes?: number | undefined;
-  /** `qcow2`: a copy-on-write overlay backed by the base (default); `raw`: a full (reflink or sparse) copy. */
-  readonly format?: 'qcow2' | 'raw' | undefined;
-  /** File name inside the instance directory. Default `disk`. */
-  readonly diskName?: string | undefined;
-  /** Cancels the call (the download, the wait for the lock, the copy). */
-  readonly signal?: AbortSignal | undefined;
-  /** Download progress, when the image is not cached yet. */
-  readonly onProgress?: ProgressListener | undefined;
-}
-
-/** The outcome of {@link LibvirtFileImageManager.createInstanceDisk}. */
-export interface InstanceDiskResult {
-  /** The disk's path. */
-  readonly path: string;
-  /** False when the disk already existed and was left as it was (Nova's behaviour). */
-  readonly created: boolean;
-  /** The disk's format. */
-  readonly format: 'qcow2' | 'raw';
-  /** The base it was built from. */
-  readonly basePath: string;
-  /** Whether the image had to be downloaded first. */
-  readonly cacheStatus: 'cached' | 'existing';
-  /** For raw disks, how the copy was made. */
-  readonly copyMethod: string | null;
-  /** The disk's virtual size, bytes. */
-  readonly virtualSize: number;
-}
-
 /** What follows the fingerprint in a legacy resized base's name (Nova: `<sha1>_[0-9]+$`). */
 const RESIZED_SUFFIX = /^_[0-9]+$/;
 
@@ -120,8 +69,6 @@ export const PIN_FILE = 'imagecache_pins.json';
 
 /** Nova's libvirt image cache manager. */
 export class LibvirtFileImageManager extends ImageManager<string> {
-  /** {@inheritDoc ImageManager.hasImageCache} */
-  readonly hasImageCache = true;
   /** `[DEFAULT]instances_path`. */
   readonly instancesPath: string;
   /** The cache directory: `<instancesPath>/<subdirectoryName>`. */
@@ -147,9 +94,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     }
     if (syncInstanceDisks !== undefined) isBoolean('syncInstanceDisks', syncInstanceDisks);
     const lockDir = path.join(instancesPath, 'locks');
-    const locks = new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs });
-    const pins = rest.pins ?? new FilePinStore(path.join(instancesPath, PIN_FILE), locks, rest.clock ?? systemClock);
-    super({ ...rest, pins }, locks, 'libvirt');
+    super(rest, { lockDir, pinFile: path.join(instancesPath, PIN_FILE) }, 'libvirt');
     this.instancesPath = instancesPath;
     this.baseDir = path.join(instancesPath, this.options.subdirectoryName);
     this.lockDir = lockDir;
@@ -190,13 +135,14 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   }
 
   /** {@inheritDoc ImageManager.getDiskUsage} */
-  getDiskUsage(): Promise<number> {
+  override getDiskUsage(): Promise<number> {
     return cacheDiskUsage(this.instancesPath, this.baseDir);
   }
 
   /**
    * Registers this host as a user of the instances path now. Passes do it too; call it at start-up
-   * when this host does not run passes itself (Nova gap I: otherwise it is invisible to the others).
+   * when this host does not run passes itself; otherwise it is invisible to the others
+   * (docs/nova-parity.md, gap I).
    */
   async registerStorageUse(): Promise<void> {
     await this.registry.register(this.host);
@@ -239,7 +185,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
             const info = await inspectIfPresent(basePath, imageId);
             if (info === null) return null;
             await touchFile(basePath, this.clock, true, this.log);
-            const built = await this.#buildDisk(options, basePath, info, diskPath, format, cacheStatus);
+            const built = await buildInstanceDisk(options, { basePath, info, diskPath, format, cacheStatus, sync: this.#syncInstanceDisks });
             usedBaseBytes = info.fileSize;
             // Touched again once the disk exists: a pass that scanned before the first touch and
             // read the instance directories before the disk appeared sees the base was used since
@@ -254,39 +200,6 @@ export class LibvirtFileImageManager extends ImageManager<string> {
       onHit: () => this.recordCacheHit(name, usedBaseBytes),
     });
     return value;
-  }
-
-  async #buildDisk(
-    options: CreateInstanceDiskOptions,
-    basePath: string,
-    info: DiskImageInfo,
-    diskPath: string,
-    format: 'qcow2' | 'raw',
-    cacheStatus: 'cached' | 'existing',
-  ): Promise<InstanceDiskResult> {
-    const { imageId, instanceDir, signal } = options;
-    const sync = this.#syncInstanceDisks;
-    if (info.header?.backingFile != null) {
-      throw new InvalidDiskImageError(basePath, 'a base image must not have a backing file of its own', imageId);
-    }
-    const requested = options.sizeBytes ?? 0;
-    if (requested !== 0 && requested < info.virtualSize) {
-      throw new FlavorDiskSmallerThanImageError(imageId, requested, info.virtualSize);
-    }
-    const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
-    const common = { path: diskPath, format, basePath, cacheStatus, virtualSize };
-    if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
-    const created = ensureDirectory(instanceDir);
-    if (sync && created !== undefined) await syncNewDirectories(instanceDir, created);
-    if (format === 'qcow2') {
-      await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId, sync });
-      return { ...common, created: true, copyMethod: null };
-    }
-    if (info.format !== 'raw') {
-      throw new UnsupportedError('A raw instance disk from a qcow2 base', 'use format qcow2, or cache images as raw.', imageId);
-    }
-    const copy = await copyRawDisk(basePath, diskPath, { sizeBytes: virtualSize, signal, imageId, sync });
-    return { ...common, created: true, copyMethod: copy.method };
   }
 
   /** {@inheritDoc ImageManager.storageUsers} */
@@ -313,10 +226,11 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   /**
    * An image in use keeps its original, its legacy `_sm` base and every legacy resized
    * `<sha1>_<N>` base alive, as Nova's `_find_base_file` does, minus its list walk that skips the
-   * variant after each match (gap C): Nova re-creates a missing `<sha1>_<N>` from the original
-   * when a disk backed by it is started again, so they live as long as the image is used.
+   * variant after each match (docs/nova-parity.md, gap C): Nova re-creates a missing
+   * `<sha1>_<N>` from the original when a disk backed by it is started again, so they live as long
+   * as the image is used.
    */
-  protected entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[] {
+  protected override entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[] {
     const fingerprint = cacheFileName(imageId);
     return [fingerprint, `${fingerprint}_sm`, ...(this.#resizedVariants(scan).get(fingerprint) ?? [])];
   }
@@ -358,21 +272,21 @@ export class LibvirtFileImageManager extends ImageManager<string> {
    */
   override async ageAndVerify(context: AgeContext<string>): Promise<AgeResult> {
     const result = await super.ageAndVerify(context);
-    const now = this.clock.now();
-    for (const leftover of this.#instanceStaging.get(context.scan) ?? []) {
-      const ageSeconds = (now - leftover.lastModifiedMs) / 1000;
-      if (ageSeconds < this.options.staleStagingAgeSeconds) continue;
-      const name = path.relative(this.instancesPath, leftover.path);
+    const leftovers = (this.#instanceStaging.get(context.scan) ?? []).map((leftover) => ({
+      name: path.relative(this.instancesPath, leftover.path),
+      lastModifiedMs: leftover.lastModifiedMs,
+    }));
+    const swept = await this.sweepStagingLeftovers(leftovers, async (name) => {
       try {
-        await unlink(leftover.path);
+        await unlink(path.join(this.instancesPath, name));
+        return true;
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') result.failures.push({ name, operation: 'remove', error });
-        continue;
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+        throw error;
       }
-      const removed: RemovedEntry = { name, kind: 'staging', imageId: null, bytes: 0, reason: 'stale-staging', ageSeconds };
-      result.removed.push(removed);
-      this.emit('removed', removed);
-    }
+    });
+    result.removed.push(...swept.removed);
+    result.failures.push(...swept.failures);
     try {
       await this.locks.removeStaleLocks();
     } catch (error) {
@@ -382,17 +296,17 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   }
 
   /** {@inheritDoc ImageManager.touchEntry} */
-  protected touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
+  protected override touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
     return touchFile(path.join(this.baseDir, name), this.clock, tolerateEacces, this.log);
   }
 
   /** {@inheritDoc ImageManager.statEntry} */
-  protected statEntry(base: string, entry: CacheEntry): Promise<number | null> {
+  protected override statEntry(base: string, entry: CacheEntry): Promise<number | null> {
     return mtimeOf(path.join(base, entry.name));
   }
 
   /** {@inheritDoc ImageManager.removeEntry} */
-  protected async removeEntry(base: string, entry: CacheEntry): Promise<void> {
+  protected override async removeEntry(base: string, entry: CacheEntry): Promise<void> {
     const file = path.join(base, entry.name);
     // Re-checked under the lock, without following links: only a regular file is ever unlinked.
     let st;
@@ -421,13 +335,14 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   }
 
   /** {@inheritDoc ImageManager.removeStaging} */
-  protected async removeStaging(base: string, name: string): Promise<void> {
+  protected override async removeStaging(base: string, name: string): Promise<void> {
     await unlink(path.join(base, name));
   }
 
   async #registerIfDue(): Promise<void> {
-    // Spawning hosts register too (gap I): often enough to never fall out of the registry window
-    // (every quarter of it, at most hourly), rarely enough to keep the registry lock quiet.
+    // Spawning hosts register too (docs/nova-parity.md, gap I): often enough to never fall out of
+    // the registry window (every quarter of it, at most hourly), rarely enough to keep the registry
+    // lock quiet.
     const everyMs = Math.min(3_600_000, (this.registry.windowSeconds * 1000) / 4);
     if (this.clock.now() - this.#lastRegistration < everyMs) return;
     try {
@@ -438,37 +353,5 @@ export class LibvirtFileImageManager extends ImageManager<string> {
       if (!(err instanceof DiskFullError)) throw err;
       this.log('could not register %s before a spawn: %s', this.host, err.message);
     }
-  }
-}
-
-/**
- * The base's format and sizes, or null when it does not exist (yet, or any more; or the cache
- * directory is not a directory, which the fetch then reports). Anything but a regular file at the
- * name is refused (`InvalidDiskImageError`), never followed.
- */
-async function inspectIfPresent(basePath: string, imageId: string): Promise<DiskImageInfo | null> {
-  try {
-    return await inspectDiskImage(basePath, imageId);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-    throw err;
-  }
-}
-
-/**
- * Creates `dir` unless it exists: one mkdir in the usual case (the driver made the instance
- * directory already), where a recursive mkdir costs a mkdir and a stat. Returns the outermost
- * directory it created, if any.
- */
-function ensureDirectory(dir: string): string | undefined {
-  try {
-    mkdirSync(dir);
-    return dir;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return undefined;
-    if (code !== 'ENOENT') throw err;
-    return mkdirSync(dir, { recursive: true });
   }
 }

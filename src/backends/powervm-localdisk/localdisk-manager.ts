@@ -1,7 +1,7 @@
 /**
- * The PowerVM localdisk backend: nova-powervm's image cache for the localdisk driver (peers.md
- * section 2; seed "Image Cache Support for localdisk driver"), over any {@link VolumeGroup}, with its
- * gaps closed:
+ * The PowerVM localdisk backend: nova-powervm's image cache for the localdisk driver, blueprint
+ * "Image Cache Support for localdisk driver" (docs/nova-parity.md, localdisk), over any
+ * {@link VolumeGroup}, with its gaps closed:
  *
  * - the image disk is `i_` + the image UUID cut to 15 characters, as nova-powervm names it, but the
  *   full image id is a tag on the disk and lookups go by tag: two images whose short names collide
@@ -17,17 +17,16 @@
  *
  * @module
  */
-import type { BaseImageScan, CacheEntry, RemovedEntry, StagingEntry } from '../../cache-entry.js';
+import type { BaseImageScan, CacheEntry, StagingEntry } from '../../cache-entry.js';
 import type { FilesystemUsage } from '../../capacity/statfs.js';
 import { InvalidConfigError, LockTimeoutError, VolumeGroupError } from '../../errors.js';
 import type { ProgressListener } from '../../fetch/download.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
-import { LockManager } from '../../fetch/lock-manager.js';
 import type { HeldLock } from '../../fetch/lock-manager.js';
 import { ReadWriteLock } from '../../fetch/rw-lock.js';
 import { assertValidImageId } from '../../image-id.js';
 import { ImageManager } from '../../manager.js';
-import type { AgeContext, AgeResult, ImageManagerOptions, RemovalOutcome } from '../../manager.js';
+import type { ImageManagerOptions, RemovalScope } from '../../manager.js';
 import { withRetry } from '../../source/retry.js';
 import { useCachedImage } from '../use-cached-image.js';
 import { ImageDiskTarget } from './image-disk-target.js';
@@ -118,16 +117,12 @@ export function roundUpToGiB(bytes: number): number {
 
 /** nova-powervm's localdisk image cache, over a {@link VolumeGroup}. */
 export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
-  /** nova-powervm's localdisk reports `has_imagecache: True`. */
-  readonly hasImageCache = true;
   /** The volume group. */
   readonly volumeGroup: VolumeGroup;
   /** Spawns hold it shared, cleanup exclusive (nova-powervm's `cache_lock`, across processes). */
   readonly cacheLock: ReadWriteLock;
   readonly #attempts: number;
   readonly #delay: RetryDelay;
-  #exclusive = false;
-  #suspension: string | null = null;
 
   /** @param options - the volume group, host, image source and cache options */
   constructor(options: LocalDiskImageManagerOptions) {
@@ -144,10 +139,9 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
     if (!(delay.baseMs >= 0 && delay.maxMs >= delay.baseMs && Number.isFinite(delay.maxMs))) {
       throw new InvalidConfigError('diskRetryDelayMs', 'finite { baseMs, maxMs } with 0 <= baseMs <= maxMs', delay);
     }
-    const locks = new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs });
-    super(rest, locks, 'localdisk');
+    super(rest, { lockDir }, 'localdisk');
     this.volumeGroup = volumeGroup;
-    this.cacheLock = new ReadWriteLock({ locks, name: CACHE_LOCK_NAME, staleMs: this.options.lockStaleMs });
+    this.cacheLock = new ReadWriteLock({ locks: this.locks, name: CACHE_LOCK_NAME, staleMs: this.options.lockStaleMs });
     this.#attempts = attempts;
     this.#delay = delay;
   }
@@ -194,9 +188,9 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
   /**
    * Capacity of the cache's disks (images and uploads) in the volume group: they take space from the
    * instances' disks. 0 on any error, like Nova's (a missing cache must not fail the resource
-   * tracker, bug 1884214).
+   * tracker: Nova bug 1884214).
    */
-  async getDiskUsage(): Promise<number> {
+  override async getDiskUsage(): Promise<number> {
     try {
       const { entries, staging } = await this.scanBaseImages(this.volumeGroup);
       const names = new Set(staging.map((s) => s.name));
@@ -292,55 +286,23 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
   }
 
   /**
-   * The aging and removal of the shared pass, holding the cache lock exclusively (nova-powervm's
-   * write lock): no clone can be reading a disk while it is removed. When spawns hold the lock past
-   * `lockTimeoutMs`, the pass still touches what is in use but removes nothing.
+   * Every removal holds the cache lock exclusively (nova-powervm's write lock), so no clone can be
+   * reading a disk while it is removed: a pass holds it for its whole aging, a removal outside a
+   * pass for itself. When spawns hold the lock past `lockTimeoutMs`, the pass still touches what is
+   * in use but removes nothing, and a single removal keeps its entry as `busy`.
    */
-  override async ageAndVerify(context: AgeContext<VolumeGroup>): Promise<AgeResult> {
+  protected override async withRemovalScope<T>(scope: RemovalScope, removals: (suspended: string | null) => Promise<T>): Promise<T> {
     let held: HeldLock;
     try {
-      held = await this.cacheLock.acquireExclusive({ signal: context.signal, timeoutMs: this.options.lockTimeoutMs });
+      held = await this.cacheLock.acquireExclusive({ signal: scope.signal, timeoutMs: this.options.lockTimeoutMs });
     } catch (err) {
       if (!(err instanceof LockTimeoutError)) throw err;
-      this.#suspension = `spawns held the cache lock for ${this.options.lockTimeoutMs} ms`;
-      try {
-        return await super.ageAndVerify(context);
-      } finally {
-        this.#suspension = null;
-      }
+      return removals(`spawns held the cache lock for ${this.options.lockTimeoutMs} ms`);
     }
-    this.#exclusive = true;
     try {
-      return await super.ageAndVerify(context);
+      return await removals(null);
     } finally {
-      this.#exclusive = false;
       await held.release();
-    }
-  }
-
-  /** {@inheritDoc ImageManager.removalsSuspended} */
-  protected override removalsSuspended(): string | null {
-    return this.#suspension;
-  }
-
-  /** Every removal holds the cache lock exclusively: taken here when the caller is not a pass. */
-  protected override async removeIfStillUnused(
-    base: VolumeGroup,
-    entry: CacheEntry,
-    minAgeSeconds: number,
-    reason: RemovedEntry['reason'],
-    detail?: string,
-    usedSinceMs?: number,
-  ): Promise<RemovalOutcome> {
-    const remove = (): Promise<RemovalOutcome> => super.removeIfStillUnused(base, entry, minAgeSeconds, reason, detail, usedSinceMs);
-    if (this.#exclusive) return remove();
-    try {
-      return await this.cacheLock.withExclusive(remove, {
-        timeoutMs: this.options.lockTimeoutMs,
-      });
-    } catch (err) {
-      if (!(err instanceof LockTimeoutError)) throw err;
-      return { removed: null, kept: { name: entry.name, kind: entry.kind, reason: 'busy' }, failure: null };
     }
   }
 
@@ -359,35 +321,30 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
     return (await this.imageDiskName(imageId)) ?? target.name;
   }
 
-  /** An image keeps alive the disk tagged with its id (whatever its name). */
-  protected entryNamesForImage(imageId: string, scan: BaseImageScan): readonly string[] {
-    return scan.entries.filter((entry) => entry.imageId === imageId).map((entry) => entry.name);
-  }
-
   /** An image disk's lock is its image's (the fetch's and the spawn's), not its own name. */
   protected override lockNameFor(entry: CacheEntry): string {
     return entry.imageId === null ? entry.name : novaImageDiskName(entry.imageId);
   }
 
   /** {@inheritDoc ImageManager.touchEntry} */
-  protected touchEntry(name: string): Promise<void> {
+  protected override touchEntry(name: string): Promise<void> {
     return callVolumeGroup('touch', name, undefined, () => this.volumeGroup.touchDisk(name, this.clock.now()));
   }
 
   /** {@inheritDoc ImageManager.statEntry} */
-  protected async statEntry(base: VolumeGroup, entry: CacheEntry): Promise<number | null> {
+  protected override async statEntry(base: VolumeGroup, entry: CacheEntry): Promise<number | null> {
     return (await this.#ours(base, entry.name, entry.imageId))?.lastUsedMs ?? null;
   }
 
   /** Deletes the disk only if it is still our disk of the same image (re-checked under the lock). */
-  protected async removeEntry(base: VolumeGroup, entry: CacheEntry): Promise<void> {
+  protected override async removeEntry(base: VolumeGroup, entry: CacheEntry): Promise<void> {
     const disk = await this.#ours(base, entry.name, entry.imageId);
     if (disk === null) return;
     await callVolumeGroup('delete', disk.name, entry.imageId ?? undefined, () => base.deleteDisk(disk.name));
   }
 
   /** Deletes an upload disk only if it is still ours. */
-  protected async removeStaging(base: VolumeGroup, name: string): Promise<void> {
+  protected override async removeStaging(base: VolumeGroup, name: string): Promise<void> {
     const disk = (await listDisks(base)).find((d) => d.name === name);
     if (disk === undefined || classifyDisk(disk).role !== 'upload') return;
     await callVolumeGroup('delete', name, undefined, () => base.deleteDisk(name));
