@@ -10,6 +10,9 @@
  *                    → verify → fsync → rename → 'cached'
  * ```
  *
+ * The last step is `verifyAndPublish` (publish.ts), which a local fill (a link from an image store)
+ * goes through too.
+ *
  * The existence test is repeated inside the lock, so N callers in M processes download once.
  *
  * @module

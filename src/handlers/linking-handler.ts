@@ -24,10 +24,10 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../abort.js';
 import { tryReflink } from '../disk/raw-copy.js';
-import { ChecksumMismatchError, SizeMismatchError } from '../errors.js';
 import type { DownloadResult } from '../fetch/download.js';
 import type { EnsureOptions, EnsureResult, FetchTarget, LocalFillContext } from '../fetch/image-fetcher.js';
 import { makeDirectory, publishFile } from '../fetch/durable.js';
+import { verifyAndPublish } from '../fetch/publish.js';
 import { mapWriteError, stagingPathFor } from '../fetch/staging.js';
 import { expectedDigestOf } from '../fetch/verifier.js';
 import { assertValidImageId } from '../image-id.js';
@@ -175,23 +175,20 @@ export class LinkingHandler extends DownloadingHandler {
       method = 'reflink';
     }
     try {
-      const linked = await stat(staging);
-      if (info.size !== null && linked.size !== info.size) throw new SizeMismatchError(imageId, info.size, linked.size);
-      let algorithm: string | null = null;
-      let digest: string | null = null;
-      if (this.verification === 'checksum') {
-        const expected = expectedDigestOf(info, false);
-        if (expected !== null) {
-          digest = await hashFile(staging, expected.algorithm, signal, imageId);
-          if (digest !== expected.value) throw new ChecksumMismatchError(imageId, expected.algorithm, expected.value, digest);
-          algorithm = expected.algorithm;
-        }
-      }
-      throwIfAborted(signal, 'Linking', imageId);
-      // A base is always durable. The fsync of a reflink writes its new extent map; of a hard link,
-      // the shared inode's link count.
-      await publishFile(staging, finalPath, { sync: true });
-      return { method, result: { bytes: linked.size, algorithm, digest } };
+      const { size } = await stat(staging);
+      const digest = this.verification === 'checksum' ? expectedDigestOf(info, false) : null;
+      const result = await verifyAndPublish(
+        {
+          bytes: size,
+          digest: (algorithm) => hashFile(staging, algorithm, signal, imageId),
+          // A base is always durable. The fsync of a reflink writes its new extent map; of a hard
+          // link, the shared inode's link count.
+          publish: () => publishFile(staging, finalPath, { sync: true }),
+        },
+        { imageId, size: info.size, digest },
+        { signal, operation: 'Linking' },
+      );
+      return { method, result };
     } catch (err) {
       await unlink(staging).catch(() => undefined);
       throw err;
