@@ -39,7 +39,7 @@ import type { EnsureResult, FetchTarget } from './fetch/image-fetcher.js';
 import type { LockManager } from './fetch/lock-manager.js';
 import { createTemplateImageHandler } from './handlers/template-image-handler.js';
 import type { TemplateHandlerContext, TemplateImageHandler } from './handlers/template-image-handler.js';
-import { assertValidImageId } from './image-id.js';
+import { assertValidImageId, checkImageId, vouchFor } from './image-id.js';
 import { computeInUse } from './instances.js';
 import type { EphemeralNaming, InUseSet, InstanceRecord } from './instances.js';
 import { createLogger } from './log.js';
@@ -404,7 +404,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
    *   nothing partial is left behind
    */
   async cacheImage(imageId: string, options: CacheImageOptions = {}): Promise<CacheImageResult> {
-    assertValidImageId(imageId);
+    checkImageId(imageId, options);
     if (options.bytesPerSecond !== undefined) bytesPerSecondOrInfinity('bytesPerSecond', options.bytesPerSecond);
     const target = this.fetchTargetFor(imageId);
     const tolerate = options.tolerateTouchErrors ?? false;
@@ -412,7 +412,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
     const touch = async (): Promise<void> => this.touchEntry(await this.entryNameOf(imageId, target), tolerate);
     let result: EnsureResult;
     try {
-      result = await this.templateImageHandler.fetchImage(imageId, fill.track(target), {
+      result = await this.templateImageHandler.fetchImage(imageId, fill.track(target), vouchFor(imageId, {
         signal: options.signal,
         bytesPerSecond: options.bytesPerSecond,
         onProgress: (progress) => {
@@ -422,7 +422,7 @@ export abstract class ImageManager<TBase = unknown> extends EventEmitter<ImageMa
         onExisting: touch,
         beforeDownload: (info, downloadSignal) => fill.admit(info, downloadSignal),
         afterDownload: touch,
-      });
+      }));
       await fill.finish(result, options.signal);
     } catch (error) {
       throw await fill.failed(error);

@@ -12,6 +12,7 @@
  * @module
  */
 import { throwIfAborted } from '../abort.js';
+import { passVouch } from '../image-id.js';
 import { AbortedError, ImageTooLargeError, SizeMismatchError, isImageCacheError } from '../errors.js';
 import { openImageReader } from '../source/image-reader.js';
 import type { ImageReader } from '../source/image-reader.js';
@@ -96,7 +97,7 @@ export async function downloadToSink(request: DownloadRequest): Promise<Download
           : new InlineBlockHasher(expected.algorithm, ring);
     }
     throwIfAborted(signal, 'Download', imageId);
-    reader = await openImageReader(request.source, imageId, { signal });
+    reader = await openImageReader(request.source, imageId, passVouch(request, imageId, { signal }));
     const bytes = await pump(reader, hasher, ring, request, limit);
     const hashed = hasher;
     return await verifyAndPublish(

@@ -30,7 +30,7 @@ import { makeDirectory, publishFile } from '../fetch/durable.js';
 import { verifyAndPublish } from '../fetch/publish.js';
 import { mapWriteError, stagingPathFor } from '../fetch/staging.js';
 import { expectedDigestOf } from '../fetch/verifier.js';
-import { assertValidImageId } from '../image-id.js';
+import { assertValidImageId, passVouch } from '../image-id.js';
 import { createLogger } from '../log.js';
 import type { TemplateImageHandlerKind } from '../options.js';
 import type { ImageInfo, ImageSource } from '../source/image-source.js';
@@ -81,6 +81,11 @@ export class LinkingHandler extends DownloadingHandler {
   /** The store's file of `imageId`. */
   storeFileFor(imageId: string): string {
     assertValidImageId(imageId);
+    return this.#storeFileOf(imageId);
+  }
+
+  /** {@link storeFileFor} of an id already checked (by the fetch this handler fills). */
+  #storeFileOf(imageId: string): string {
     return path.join(this.storePath, imageId);
   }
 
@@ -128,14 +133,15 @@ export class LinkingHandler extends DownloadingHandler {
   /** {@inheritDoc TemplateImageHandler.fetchImage} */
   override fetchImage(imageId: string, target?: FetchTarget, options: EnsureOptions = {}): Promise<EnsureResult> {
     const resolved = target ?? this.context.targetFor(imageId);
-    return super.fetchImage(imageId, resolved, {
-      ...options,
-      fillLocally: (info, fill) => this.#fill(imageId, resolved, info, fill),
-    });
+    return super.fetchImage(
+      imageId,
+      resolved,
+      passVouch(options, imageId, { ...options, fillLocally: (info: ImageInfo, fill: LocalFillContext) => this.#fill(imageId, resolved, info, fill) }),
+    );
   }
 
   async #fill(imageId: string, target: FetchTarget, info: ImageInfo, fill: LocalFillContext): Promise<DownloadResult | null> {
-    const storeFile = this.storeFileFor(imageId);
+    const storeFile = this.#storeFileOf(imageId);
     const stored = await statOrNull(storeFile);
     if (stored?.isFile() !== true) {
       log('image store lacks %s: downloading', imageId);

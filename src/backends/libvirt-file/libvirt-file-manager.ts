@@ -29,7 +29,7 @@ import { syncNewDirectories } from '../../fetch/durable.js';
 import { fileFetchTarget, isRegularFile } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { LockManager } from '../../fetch/lock-manager.js';
-import { assertValidImageId } from '../../image-id.js';
+import { assertValidImageId, checkImageId, vouchFor } from '../../image-id.js';
 import { systemClock } from '../../clock.js';
 import { isBoolean } from '../../options.js';
 import { FilePinStore } from '../../pins.js';
@@ -174,6 +174,11 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     return path.join(this.baseDir, this.cacheFileName(imageId));
   }
 
+  /** {@link cachePathFor} of an id already checked (by a spawn, or by the manager for its fetch). */
+  #basePathOf(imageId: string): string {
+    return path.join(this.baseDir, cacheFileName(imageId));
+  }
+
   /** {@inheritDoc ImageManager.getBase} */
   async getBase(): Promise<string | null> {
     try {
@@ -215,14 +220,14 @@ export class LibvirtFileImageManager extends ImageManager<string> {
    */
   async createInstanceDisk(options: CreateInstanceDiskOptions): Promise<InstanceDiskResult> {
     const { imageId, instanceDir, signal } = options;
-    assertValidImageId(imageId);
+    checkImageId(imageId);
     const format = options.format ?? 'qcow2';
     const diskName = options.diskName ?? 'disk';
     if (diskName === '' || diskName.includes('/') || diskName === '.' || diskName === '..') {
       throw new InvalidConfigError('diskName', 'a plain file name', diskName);
     }
     const diskPath = path.join(instanceDir, diskName);
-    const basePath = this.cachePathFor(imageId);
+    const basePath = this.#basePathOf(imageId);
     await this.#registerIfDue();
     const name = path.basename(basePath);
     let usedBaseBytes = 0;
@@ -249,7 +254,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
           },
           { signal, imageId },
         ),
-      cache: () => this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true }),
+      cache: () => this.cacheImage(imageId, vouchFor(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true })),
       // The base's size is known from its header read: no second stat on the hit path.
       onHit: () => this.recordCacheHit(name, usedBaseBytes),
     });
@@ -307,7 +312,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /** {@inheritDoc ImageManager.fetchTargetFor} */
   protected fetchTargetFor(imageId: string): FetchTarget {
-    return fileFetchTarget(imageId, this.cachePathFor(imageId));
+    return fileFetchTarget(imageId, this.#basePathOf(imageId));
   }
 
   /**

@@ -25,7 +25,8 @@ import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { LockManager } from '../../fetch/lock-manager.js';
 import type { HeldLock } from '../../fetch/lock-manager.js';
 import { ReadWriteLock } from '../../fetch/rw-lock.js';
-import { assertValidImageId } from '../../image-id.js';
+import { assertValidImageId, checkImageId, vouchFor } from '../../image-id.js';
+import type { ImageId } from '../../image-id.js';
 import { ImageManager } from '../../manager.js';
 import type { AgeContext, AgeResult, ImageManagerOptions, RemovalOutcome } from '../../manager.js';
 import { withRetry } from '../../source/retry.js';
@@ -219,7 +220,7 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
    */
   async createInstanceDisk(options: LocalDiskSpawnOptions): Promise<LocalDiskSpawnResult> {
     const { imageId, instance, signal } = options;
-    assertValidImageId(imageId);
+    checkImageId(imageId);
     if (typeof instance !== 'object' || typeof instance.uuid !== 'string' || instance.uuid === '' || typeof instance.name !== 'string' || instance.name === '') {
       throw new InvalidConfigError('instance', 'an instance with a non-empty uuid and name', instance);
     }
@@ -265,7 +266,7 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
           },
           { signal, imageId },
         ),
-      cache: () => this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true }),
+      cache: () => this.cacheImage(imageId, vouchFor(imageId as ImageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true })),
       onHit: (disk) => this.recordCacheHit(disk.name, disk.sizeBytes),
     });
     // From here to the end of the clone the shared cache lock keeps every cleanup out.
