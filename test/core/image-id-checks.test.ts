@@ -41,19 +41,12 @@ describe('image id checks: once per call, at the entry point', () => {
   let cleanup: () => Promise<void>;
   let glance: FakeGlance;
   let instancesPath: string;
-  let store: string;
   beforeEach(async () => {
     ({ dir, cleanup } = await makeTempDir('vic-id-checks-'));
-    glance = await startFakeGlance({ images: [{ id: IMAGE, content: DATA }] });
     instancesPath = path.join(dir, 'instances');
-    store = path.join(dir, 'store');
-    await mkdir(store);
-    await writeFile(path.join(store, IMAGE), DATA);
+    glance = await startFakeGlance({ images: [{ id: IMAGE, content: DATA }] });
   });
-  afterEach(async () => {
-    await glance.close();
-    await cleanup();
-  });
+  afterEach(() => Promise.all([glance.close(), cleanup()]));
 
   const libvirt = (extra: Partial<LibvirtFileImageManagerOptions> = {}): LibvirtFileImageManager =>
     new LibvirtFileImageManager({ host: 'host1', instancesPath, source: new GlanceImageSource({ endpoint: glance.url }), ...extra });
@@ -68,6 +61,9 @@ describe('image id checks: once per call, at the entry point', () => {
   });
 
   it('a spawn whose image is linked from the image store checks the id once', async () => {
+    const store = path.join(dir, 'store');
+    await mkdir(store);
+    await writeFile(path.join(store, IMAGE), DATA);
     const manager = libvirt({ templateImageHandler: 'link', templateImageStorePath: store });
     assert.equal(await checksDuring(IMAGE, spawn(manager, 'u1')), 1);
     assert.equal(glance.requests(IMAGE).file, 0, 'linked, not downloaded');
