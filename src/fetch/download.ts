@@ -12,8 +12,8 @@
  * @module
  */
 import { throwIfAborted } from '../abort.js';
-import { passVouch } from '../image-id.js';
 import { AbortedError, ImageTooLargeError, SizeMismatchError, isImageCacheError } from '../errors.js';
+import { passVouch } from '../image-id.js';
 import { openImageReader } from '../source/image-reader.js';
 import type { ImageReader } from '../source/image-reader.js';
 import type { ImageInfo, ImageSource } from '../source/image-source.js';
@@ -76,9 +76,9 @@ export interface DownloadRequest {
 export type { DownloadResult } from './publish.js';
 
 /**
- * Downloads, verifies and publishes one image (through {@link verifyAndPublish}). On any failure the sink is discarded, so nothing
- * appears under the final name, and the error is a typed {@link ImageCacheError} where the cause
- * is known.
+ * Downloads, verifies and publishes one image (the publish: {@link verifyAndPublish}). On any
+ * failure the sink is discarded, so nothing appears under the final name, and the error is a typed
+ * {@link ImageCacheError} where the cause is known.
  */
 export async function downloadToSink(request: DownloadRequest): Promise<DownloadResult> {
   const { imageId, info, sink, signal } = request;

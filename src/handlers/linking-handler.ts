@@ -133,11 +133,8 @@ export class LinkingHandler extends DownloadingHandler {
   /** {@inheritDoc TemplateImageHandler.fetchImage} */
   override fetchImage(imageId: string, target?: FetchTarget, options: EnsureOptions = {}): Promise<EnsureResult> {
     const resolved = target ?? this.context.targetFor(imageId);
-    return super.fetchImage(
-      imageId,
-      resolved,
-      passVouch(options, imageId, { ...options, fillLocally: (info: ImageInfo, fill: LocalFillContext) => this.#fill(imageId, resolved, info, fill) }),
-    );
+    const fillLocally = (info: ImageInfo, fill: LocalFillContext): Promise<DownloadResult | null> => this.#fill(imageId, resolved, info, fill);
+    return super.fetchImage(imageId, resolved, passVouch(options, imageId, { ...options, fillLocally }));
   }
 
   async #fill(imageId: string, target: FetchTarget, info: ImageInfo, fill: LocalFillContext): Promise<DownloadResult | null> {
