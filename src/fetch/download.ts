@@ -76,7 +76,7 @@ export interface DownloadRequest {
 export type { DownloadResult } from './publish.js';
 
 /**
- * Downloads, verifies and publishes one image (the publish: {@link verifyAndPublish}). On any
+ * Downloads, verifies and publishes one image (the publish: `verifyAndPublish`). On any
  * failure the sink is discarded, so nothing appears under the final name, and the error is a typed
  * {@link ImageCacheError} where the cause is known.
  */
