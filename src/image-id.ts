@@ -4,9 +4,9 @@
  *
  * Once per call: every public entry point checks the id it is given, but a call that another entry
  * point makes on the way (a spawn caching its image, the fetch describing it) passes the id on as
- * already checked. Types carry that inside a module (an `ImageId`); across a public method
- * the caller vouches for the options object it passes (`vouchFor`), which only this module
- * can recognise, so a direct call by a user is always checked.
+ * already checked. Inside a module the type says so (an `ImageId`); across a public method the
+ * caller vouches for the options object it passes (`vouchFor`), bound to that very id. Only this
+ * module can read a vouch, so a user's direct call is always checked.
  *
  * @module
  */
