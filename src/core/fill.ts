@@ -8,7 +8,7 @@
 import type { CapacityController } from '../capacity/controller.js';
 import type { EnsureResult } from '../fetch/image-fetcher.js';
 import type { TemplateImageHandler } from '../handlers/types.js';
-import { assertValidImageId } from '../image-id.js';
+import { checkImageId, vouchFor } from '../image-id.js';
 import { bytesPerSecondOrInfinity } from '../options.js';
 import type { CacheImageOptions, CacheImageResult } from './manager-types.js';
 import type { StoreView } from './store-view.js';
@@ -33,7 +33,7 @@ export class CacheFill<TBase> {
   /** `ImageManager.cacheImage`. */
   async cacheImage(imageId: string, options: CacheImageOptions): Promise<CacheImageResult> {
     const view = this.#view;
-    assertValidImageId(imageId);
+    checkImageId(imageId, options);
     if (options.bytesPerSecond !== undefined) bytesPerSecondOrInfinity('bytesPerSecond', options.bytesPerSecond);
     const target = view.fetchTargetFor(imageId);
     const tolerate = options.tolerateTouchErrors ?? false;
@@ -41,7 +41,7 @@ export class CacheFill<TBase> {
     const touch = async (): Promise<void> => view.touchEntry(await view.entryNameOf(imageId, target), tolerate);
     let result: EnsureResult;
     try {
-      result = await this.#handler().fetchImage(imageId, fill.track(target), {
+      result = await this.#handler().fetchImage(imageId, fill.track(target), vouchFor(imageId, {
         signal: options.signal,
         bytesPerSecond: options.bytesPerSecond,
         onProgress: (progress) => {
@@ -51,7 +51,7 @@ export class CacheFill<TBase> {
         onExisting: touch,
         beforeDownload: (info, downloadSignal) => fill.admit(info, downloadSignal),
         afterDownload: touch,
-      });
+      }));
       await fill.finish(result, options.signal);
     } catch (error) {
       throw await fill.failed(error);

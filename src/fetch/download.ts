@@ -12,18 +12,15 @@
  * @module
  */
 import { throwIfAborted } from '../abort.js';
-import {
-  AbortedError,
-  ChecksumMismatchError,
-  ImageTooLargeError,
-  SizeMismatchError,
-  isImageCacheError,
-} from '../errors.js';
+import { AbortedError, ImageTooLargeError, SizeMismatchError, isImageCacheError } from '../errors.js';
+import { passVouch } from '../image-id.js';
 import { openImageReader } from '../source/image-reader.js';
 import type { ImageReader } from '../source/image-reader.js';
 import type { ImageInfo, ImageSource } from '../source/image-source.js';
 import { BlockRing, InlineBlockHasher, WorkerBlockHasher } from './block-hasher.js';
 import type { BlockHasher } from './block-hasher.js';
+import { verifyAndPublish } from './publish.js';
+import type { DownloadResult } from './publish.js';
 import type { StagingSink } from './staging.js';
 import { Throttle } from './throttle.js';
 import { expectedDigestOf } from './verifier.js';
@@ -75,20 +72,13 @@ export interface DownloadRequest {
   readonly requireChecksum?: boolean | undefined;
 }
 
-/** What a successful download verified. */
-export interface DownloadResult {
-  /** Bytes written. */
-  readonly bytes: number;
-  /** Algorithm verified, or null when the service published no digest. */
-  readonly algorithm: string | null;
-  /** Hex digest of the bytes, or null when nothing was hashed. */
-  readonly digest: string | null;
-}
+// Kept importable from here, where it lived before every fill shared one publish path.
+export type { DownloadResult } from './publish.js';
 
 /**
- * Downloads, verifies and publishes one image. On any failure the sink is discarded, so nothing
- * appears under the final name, and the error is a typed {@link ImageCacheError} where the cause
- * is known.
+ * Downloads, verifies and publishes one image (the publish: `verifyAndPublish`). On any
+ * failure the sink is discarded, so nothing appears under the final name, and the error is a typed
+ * {@link ImageCacheError} where the cause is known.
  */
 export async function downloadToSink(request: DownloadRequest): Promise<DownloadResult> {
   const { imageId, info, sink, signal } = request;
@@ -107,16 +97,15 @@ export async function downloadToSink(request: DownloadRequest): Promise<Download
           : new InlineBlockHasher(expected.algorithm, ring);
     }
     throwIfAborted(signal, 'Download', imageId);
-    reader = await openImageReader(request.source, imageId, { signal });
+    reader = await openImageReader(request.source, imageId, passVouch(request, imageId, { signal }));
     const bytes = await pump(reader, hasher, ring, request, limit);
-    if (info.size !== null && bytes !== info.size) throw new SizeMismatchError(imageId, info.size, bytes);
-    const digest = hasher === null ? null : await hasher.digest();
-    if (expected !== null && digest !== expected.value) {
-      throw new ChecksumMismatchError(imageId, expected.algorithm, expected.value, digest ?? '');
-    }
-    throwIfAborted(signal, 'Download', imageId);
-    await sink.commit();
-    return { bytes, algorithm: expected?.algorithm ?? null, digest };
+    const hashed = hasher;
+    return await verifyAndPublish(
+      // The hash ran beside the writes: a digest is expected exactly when there is a hasher.
+      { bytes, digest: () => (hashed as BlockHasher).digest(), publish: () => sink.commit() },
+      { imageId, size: info.size, digest: expected },
+      { signal, operation: 'Download' },
+    );
   } catch (err) {
     reader?.destroy();
     await sink.discard();

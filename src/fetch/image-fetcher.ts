@@ -10,6 +10,9 @@
  *                    → verify → fsync → rename → 'cached'
  * ```
  *
+ * The last step is `verifyAndPublish` (publish.ts), which a local fill (a link from an image store)
+ * goes through too.
+ *
  * The existence test is repeated inside the lock, so N callers in M processes download once.
  *
  * @module
@@ -17,7 +20,8 @@
 import pLimit from 'p-limit';
 import type { LimitFunction } from 'p-limit';
 import { raceAbort, throwIfAborted } from '../abort.js';
-import { assertValidImageId } from '../image-id.js';
+import { checkImageId, vouchFor } from '../image-id.js';
+import type { ImageId } from '../image-id.js';
 import { createLogger } from '../log.js';
 import type { ImageInfo, ImageSource } from '../source/image-source.js';
 import { downloadToSink } from './download.js';
@@ -155,7 +159,7 @@ export class ImageFetcher {
    *   `AbortedError`, `LockTimeoutError`
    */
   async ensure(imageId: string, target: FetchTarget, options: EnsureOptions = {}): Promise<EnsureResult> {
-    assertValidImageId(imageId);
+    checkImageId(imageId, options);
     const started = performance.now();
     const { signal, onProgress } = options;
     throwIfAborted(signal, 'Caching', imageId);
@@ -181,7 +185,7 @@ export class ImageFetcher {
   }
 
   async #ensureLocked(
-    imageId: string,
+    imageId: ImageId,
     target: FetchTarget,
     options: EnsureOptions,
     signal: AbortSignal,
@@ -195,25 +199,27 @@ export class ImageFetcher {
           log('image %s already cached as %s', imageId, target.name);
           return { status: 'existing', bytes: 0, algorithm: null, digest: null };
         }
-        const info = await this.source.describe(imageId, { signal });
+        const info = await this.source.describe(imageId, vouchFor(imageId, { signal }));
         // Any source may be wrong about the size; check before a byte is written.
         if (info.size !== null) assertImageSize(imageId, info.size);
         await options.beforeDownload?.(info, signal);
         const downloadFrom = async (source: ImageSource): Promise<DownloadResult> => {
           const sink = await target.createSink(info, signal);
-          return downloadToSink({
-            imageId,
-            info,
-            source,
-            sink,
-            signal,
-            onProgress: (progress: DownloadProgress) => {
-              for (const listener of listeners) listener(progress);
-            },
-            bytesPerSecond: options.bytesPerSecond ?? this.#options.bytesPerSecond,
-            maxImageSizeBytes: this.#options.maxImageSizeBytes,
-            requireChecksum: this.#options.requireChecksum,
-          });
+          return downloadToSink(
+            vouchFor(imageId, {
+              imageId,
+              info,
+              source,
+              sink,
+              signal,
+              onProgress: (progress: DownloadProgress) => {
+                for (const listener of listeners) listener(progress);
+              },
+              bytesPerSecond: options.bytesPerSecond ?? this.#options.bytesPerSecond,
+              maxImageSizeBytes: this.#options.maxImageSizeBytes,
+              requireChecksum: this.#options.requireChecksum,
+            }),
+          );
         };
         const result =
           (await options.fillLocally?.(info, { signal, downloadFrom })) ??

@@ -33,7 +33,7 @@ export const CACHE_FILE_MODE = 0o644;
 
 /**
  * True for names of staging files: ours (`*.staging`) and Nova's leftovers (`*.part`,
- * `*.converted`), which Nova itself never cleans (gap D).
+ * `*.converted`), which Nova itself never cleans (docs/nova-parity.md, gap D).
  */
 export function isStagingName(name: string): boolean {
   return STAGING_NAME.test(name);

@@ -24,13 +24,13 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../abort.js';
 import { tryReflink } from '../disk/raw-copy.js';
-import { ChecksumMismatchError, SizeMismatchError } from '../errors.js';
 import type { DownloadResult } from '../fetch/download.js';
 import type { EnsureOptions, EnsureResult, FetchTarget, LocalFillContext } from '../fetch/image-fetcher.js';
 import { makeDirectory, publishFile } from '../fetch/durable.js';
+import { verifyAndPublish } from '../fetch/publish.js';
 import { mapWriteError, stagingPathFor } from '../fetch/staging.js';
 import { expectedDigestOf } from '../fetch/verifier.js';
-import { assertValidImageId } from '../image-id.js';
+import { assertValidImageId, passVouch } from '../image-id.js';
 import { createLogger } from '../log.js';
 import type { TemplateImageHandlerKind } from '../options.js';
 import type { ImageInfo, ImageSource } from '../source/image-source.js';
@@ -81,6 +81,11 @@ export class LinkingHandler extends DownloadingHandler {
   /** The store's file of `imageId`. */
   storeFileFor(imageId: string): string {
     assertValidImageId(imageId);
+    return this.#storeFileOf(imageId);
+  }
+
+  /** {@link storeFileFor} of an id already checked (by the fetch this handler fills). */
+  #storeFileOf(imageId: string): string {
     return path.join(this.storePath, imageId);
   }
 
@@ -128,14 +133,12 @@ export class LinkingHandler extends DownloadingHandler {
   /** {@inheritDoc TemplateImageHandler.fetchImage} */
   override fetchImage(imageId: string, target?: FetchTarget, options: EnsureOptions = {}): Promise<EnsureResult> {
     const resolved = target ?? this.context.targetFor(imageId);
-    return super.fetchImage(imageId, resolved, {
-      ...options,
-      fillLocally: (info, fill) => this.#fill(imageId, resolved, info, fill),
-    });
+    const fillLocally = (info: ImageInfo, fill: LocalFillContext): Promise<DownloadResult | null> => this.#fill(imageId, resolved, info, fill);
+    return super.fetchImage(imageId, resolved, passVouch(options, imageId, { ...options, fillLocally }));
   }
 
   async #fill(imageId: string, target: FetchTarget, info: ImageInfo, fill: LocalFillContext): Promise<DownloadResult | null> {
-    const storeFile = this.storeFileFor(imageId);
+    const storeFile = this.#storeFileOf(imageId);
     const stored = await statOrNull(storeFile);
     if (stored?.isFile() !== true) {
       log('image store lacks %s: downloading', imageId);
@@ -175,23 +178,20 @@ export class LinkingHandler extends DownloadingHandler {
       method = 'reflink';
     }
     try {
-      const linked = await stat(staging);
-      if (info.size !== null && linked.size !== info.size) throw new SizeMismatchError(imageId, info.size, linked.size);
-      let algorithm: string | null = null;
-      let digest: string | null = null;
-      if (this.verification === 'checksum') {
-        const expected = expectedDigestOf(info, false);
-        if (expected !== null) {
-          digest = await hashFile(staging, expected.algorithm, signal, imageId);
-          if (digest !== expected.value) throw new ChecksumMismatchError(imageId, expected.algorithm, expected.value, digest);
-          algorithm = expected.algorithm;
-        }
-      }
-      throwIfAborted(signal, 'Linking', imageId);
-      // A base is always durable. The fsync of a reflink writes its new extent map; of a hard link,
-      // the shared inode's link count.
-      await publishFile(staging, finalPath, { sync: true });
-      return { method, result: { bytes: linked.size, algorithm, digest } };
+      const { size } = await stat(staging);
+      const digest = this.verification === 'checksum' ? expectedDigestOf(info, false) : null;
+      const result = await verifyAndPublish(
+        {
+          bytes: size,
+          digest: (algorithm) => hashFile(staging, algorithm, signal, imageId),
+          // A base is always durable. The fsync of a reflink writes its new extent map; of a hard
+          // link, the shared inode's link count.
+          publish: () => publishFile(staging, finalPath, { sync: true }),
+        },
+        { imageId, size: info.size, digest },
+        { signal, operation: 'Linking' },
+      );
+      return { method, result };
     } catch (err) {
       await unlink(staging).catch(() => undefined);
       throw err;

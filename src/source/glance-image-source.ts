@@ -13,7 +13,7 @@
 import type { Readable } from 'node:stream';
 import { AbortedError, ImageNotActiveError, ImageServiceUnavailableError, InvalidConfigError } from '../errors.js';
 import { assertImageSize } from '../fetch/verifier.js';
-import { assertValidImageId } from '../image-id.js';
+import { checkImageId } from '../image-id.js';
 import { createLogger } from '../log.js';
 import type { BodyExchange } from './body-exchange.js';
 import { GlanceBodyReader } from './glance-download.js';
@@ -108,7 +108,7 @@ export class GlanceImageSource implements ImageSource {
    *   out or the answer is unusable (another 4xx, a body that is not an image document)
    */
   async describe(imageId: string, options: SourceCallOptions = {}): Promise<ImageInfo> {
-    assertValidImageId(imageId);
+    checkImageId(imageId, options);
     const { signal } = options;
     const opts = this.#options;
     return withRetry(
@@ -188,7 +188,7 @@ export class GlanceImageSource implements ImageSource {
    *   `InvalidConfigError` for a bad offset
    */
   async openReader(imageId: string, options: OpenImageOptions = {}): Promise<ImageReader> {
-    assertValidImageId(imageId);
+    checkImageId(imageId, options);
     const { signal } = options;
     const offset = options.offset ?? 0;
     if (!Number.isSafeInteger(offset) || offset < 0) {

@@ -15,7 +15,7 @@ import type { BaseImageScan, CacheEntry } from '../../cache-entry.js';
 import { DiskFullError, InvalidConfigError } from '../../errors.js';
 import { fileFetchTarget } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
-import { assertValidImageId } from '../../image-id.js';
+import { assertValidImageId, checkImageId, vouchFor } from '../../image-id.js';
 import { isBoolean } from '../../options.js';
 import type { InUseSet } from '../../instances.js';
 import { statfsProbe, usageOfDirectory } from '../../capacity/statfs.js';
@@ -119,6 +119,11 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     return path.join(this.baseDir, this.cacheFileName(imageId));
   }
 
+  /** {@link cachePathFor} of an id already checked (by a spawn, or by the manager for its fetch). */
+  #basePathOf(imageId: string): string {
+    return path.join(this.baseDir, cacheFileName(imageId));
+  }
+
   /** {@inheritDoc ImageManager.getBase} */
   async getBase(): Promise<string | null> {
     try {
@@ -161,14 +166,14 @@ export class LibvirtFileImageManager extends ImageManager<string> {
    */
   async createInstanceDisk(options: CreateInstanceDiskOptions): Promise<InstanceDiskResult> {
     const { imageId, instanceDir, signal } = options;
-    assertValidImageId(imageId);
+    checkImageId(imageId);
     const format = options.format ?? 'qcow2';
     const diskName = options.diskName ?? 'disk';
     if (diskName === '' || diskName.includes('/') || diskName === '.' || diskName === '..') {
       throw new InvalidConfigError('diskName', 'a plain file name', diskName);
     }
     const diskPath = path.join(instanceDir, diskName);
-    const basePath = this.cachePathFor(imageId);
+    const basePath = this.#basePathOf(imageId);
     await this.#registerIfDue();
     const name = path.basename(basePath);
     let usedBaseBytes = 0;
@@ -195,7 +200,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
           },
           { signal, imageId },
         ),
-      cache: () => this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true }),
+      cache: () => this.cacheImage(imageId, vouchFor(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true })),
       // The base's size is known from its header read: no second stat on the hit path.
       onHit: () => this.recordCacheHit(name, usedBaseBytes),
     });
@@ -220,7 +225,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /** {@inheritDoc ImageManager.fetchTargetFor} */
   protected fetchTargetFor(imageId: string): FetchTarget {
-    return fileFetchTarget(imageId, this.cachePathFor(imageId));
+    return fileFetchTarget(imageId, this.#basePathOf(imageId));
   }
 
   /**

@@ -24,7 +24,8 @@ import type { ProgressListener } from '../../fetch/download.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import type { HeldLock } from '../../fetch/lock-manager.js';
 import { ReadWriteLock } from '../../fetch/rw-lock.js';
-import { assertValidImageId } from '../../image-id.js';
+import { assertValidImageId, checkImageId, vouchFor } from '../../image-id.js';
+import type { ImageId } from '../../image-id.js';
 import { ImageManager } from '../../manager.js';
 import type { ImageManagerOptions, RemovalScope } from '../../manager.js';
 import { withRetry } from '../../source/retry.js';
@@ -213,7 +214,7 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
    */
   async createInstanceDisk(options: LocalDiskSpawnOptions): Promise<LocalDiskSpawnResult> {
     const { imageId, instance, signal } = options;
-    assertValidImageId(imageId);
+    checkImageId(imageId);
     if (typeof instance !== 'object' || typeof instance.uuid !== 'string' || instance.uuid === '' || typeof instance.name !== 'string' || instance.name === '') {
       throw new InvalidConfigError('instance', 'an instance with a non-empty uuid and name', instance);
     }
@@ -259,7 +260,7 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
           },
           { signal, imageId },
         ),
-      cache: () => this.cacheImage(imageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true }),
+      cache: () => this.cacheImage(imageId, vouchFor(imageId as ImageId, { signal, onProgress: options.onProgress, tolerateTouchErrors: true })),
       onHit: (disk) => this.recordCacheHit(disk.name, disk.sizeBytes),
     });
     // From here to the end of the clone the shared cache lock keeps every cleanup out.
