@@ -1,7 +1,8 @@
 /**
  * The no-op backend, for storage that caches images itself: a PowerVM shared storage pool, with
  * an image LU per image and instance disks as linked clones refcounted by the storage
- * (docs/nova-parity.md, shared storage pool), or Ceph rbd (clones of a protected snapshot). Like nova-powervm's SSP adapter it reports
+ * (docs/nova-parity.md, powervm ssp), or Ceph rbd (clones of a protected snapshot). Like
+ * nova-powervm's SSP adapter it reports
  * `hasImageCache: false`; the periodic pass does nothing; `cacheImage` is unsupported, so
  * pre-caching reports `unsupported` as Nova does.
  *

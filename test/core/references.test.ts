@@ -13,16 +13,6 @@ const PARITY = 'docs/nova-parity.md';
 /** Citations of files that are not in the repository (`§` only ever numbered their sections). */
 const OUT_OF_REPO = /nova\.md|peers\.md|limits\.md|§/;
 
-/**
- * Files of other lanes of issue 15 that still cite out-of-repo research; each lane rewrites its
- * own. The lead empties this set once those branches are merged (it must end empty).
- */
-const PENDING: ReadonlySet<string> = new Set([
-  'src/backends/libvirt-file/libvirt-file-manager.ts',
-  'src/backends/powervm-localdisk/localdisk-manager.ts',
-  'src/backends/noop.ts',
-  'src/backends/use-cached-image.ts',
-]);
 
 function filesUnder(dir: string): string[] {
   const out: string[] = [];
@@ -64,12 +54,8 @@ const citing = [...checked, 'CHANGELOG.md', ...filesUnder('test'), ...filesUnder
 
 describe('references to Nova resolve inside the repository', () => {
   it('no file in src/, the README or SECURITY.md cites nova.md, peers.md, limits.md or a § section', () => {
-    const offenders = checked.filter((file) => !PENDING.has(file) && OUT_OF_REPO.test(read(file)));
+    const offenders = checked.filter((file) => OUT_OF_REPO.test(read(file)));
     assert.deepEqual(offenders, []);
-  });
-
-  it('the pending set lists only files that exist and still need rewriting', () => {
-    for (const file of PENDING) assert.ok(existsSync(path.join(root, file)) && OUT_OF_REPO.test(read(file)), `${file}: remove it from PENDING`);
   });
 
   it(`every ID cited as (${PARITY}, <ID>) has its section, and no ID has two`, () => {

@@ -1,6 +1,6 @@
 /**
  * The PowerVM localdisk backend: nova-powervm's image cache for the localdisk driver, blueprint
- * "Image Cache Support for localdisk driver" (docs/nova-parity.md, localdisk), over any
+ * "Image Cache Support for localdisk driver" (docs/nova-parity.md, powervm localdisk), over any
  * {@link VolumeGroup}, with its gaps closed:
  *
  * - the image disk is `i_` + the image UUID cut to 15 characters, as nova-powervm names it, but the
