@@ -38,6 +38,8 @@ export interface MetadataFile {
   readFully(buffer: Uint8Array, length: number, position: number): Promise<number>;
   /** Writes all of `bytes` at `position`. */
   writeFully(bytes: Uint8Array, position: number): Promise<void>;
+  /** The whole file from its start, as UTF-8. */
+  readText(): Promise<string>;
   /** `ftruncate`. */
   truncate(length: number): Promise<void>;
   /** Closes the descriptor. */
@@ -109,6 +111,7 @@ function syncFile(fd: number): MetadataFile {
         let done = 0;
         while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done, position + done);
       }),
+    readText: () => settled(() => fs.readFileSync(fd, 'utf8')),
     truncate: (length) => settled(() => fs.ftruncateSync(fd, length)),
     close: () => settled(() => fs.closeSync(fd)),
   };
@@ -150,6 +153,7 @@ function asyncFile(handle: FileHandle): MetadataFile {
       let done = 0;
       while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done, position + done)).bytesWritten;
     },
+    readText: () => handle.readFile('utf8'),
     truncate: (length) => handle.truncate(length),
     close: () => handle.close(),
   };
@@ -172,6 +176,14 @@ export const asyncMetadataFs: MetadataFs = Object.freeze({
   lutimes: (p: string, atime: Date | number, mtime: Date | number) => fsp.lutimes(p, atime, mtime),
   realpath: (p: string) => fsp.realpath(p),
 });
+
+/**
+ * An already open handle, read this `mode`'s way (positional calls on its descriptor, or its own
+ * thread-pool methods); closing it stays its owner's job.
+ */
+export function fileOfHandle(handle: FileHandle, mode: MetadataIoMode): MetadataFile {
+  return mode === 'sync' ? syncFile(handle.fd) : asyncFile(handle);
+}
 
 /** The implementation of `mode`. */
 export function metadataFsOf(mode: MetadataIoMode): MetadataFs {
