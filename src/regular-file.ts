@@ -154,24 +154,10 @@ export async function readRegularFile(file: string, options: OpenRegularFileOpti
   }
 }
 
-/** Whether a regular file is at `file` (not following a link there), or null when nothing is. */
-export function lstatKind(file: string): FileKind | null {
-  return kindAt(file, false);
-}
-
 /** Whether a failed stat of a name means nothing is there (missing, or a path that cannot lead to it). */
 export function isNothingThere(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP';
-}
-
-function kindAt(file: string, follow: boolean): FileKind | null {
-  try {
-    return fileKindOf(follow ? statSync(file) : lstatSync(file));
-  } catch (err) {
-    if (isNothingThere(err)) return null;
-    throw err;
-  }
 }
 
 const MOVED_ASIDE = /\.refused-[0-9a-f]{8}$/;

@@ -19,7 +19,7 @@ import type { Logger } from '../log.js';
 /**
  * Sets `file`'s atime and mtime to `clock.now()`. A missing file throws (Nova's `FileNotFound`).
  * With `tolerateEacces`, a refused touch is logged and ignored: the spawn path when the base
- * belongs to another user, e.g. on NFS or after libvirt's dynamic ownership (Nova bug 1809123).
+ * belongs to another user, e.g. on NFS or after libvirt's dynamic ownership (docs/nova-parity.md, bug 10).
  * Nova's `utime(path, None)` is refused with EACCES there; we set explicit times (the injected
  * clock), which the kernel refuses to a non-owner with EPERM, so both count as refused.
  * A symbolic link at `file` is never followed (`lutimes`): a link planted in the cache must not
@@ -52,7 +52,7 @@ export async function mtimeOf(file: string, mfs: MetadataFs = syncMetadataFs): P
 /**
  * Nova's `get_disk_usage`: allocated bytes (`st_blocks * 512`) of the regular files directly in
  * `cacheDir`; 0 when the cache is on another device than `instancesPath` (it does not eat
- * instance space) and 0 on any error (a fresh host without a cache dir, bug 1884214).
+ * instance space) and 0 on any error, such as a fresh host without a cache dir (docs/nova-parity.md, bug 11).
  */
 export async function cacheDiskUsage(instancesPath: string, cacheDir: string): Promise<number> {
   try {

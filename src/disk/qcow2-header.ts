@@ -131,10 +131,11 @@ function infoOf(header: Qcow2Header | null, fileSize: number): DiskImageInfo {
  * images without one and for anything that is not qcow2. A symbolic link at `path` is followed:
  * this reads instance disks, which may be links to another volume (Nova follows them too).
  *
+ * @param metadataFs - the calls' way (see fs/metadata-fs.ts); default synchronous
  * @throws `InvalidDiskImageError` when the file has the qcow2 magic but an invalid header
  */
-export async function readBackingFile(path: string, imageId?: string): Promise<string | null> {
-  return (await inspectDiskImage(path, imageId, { followSymlinks: true })).header?.backingFile ?? null;
+export async function readBackingFile(path: string, imageId?: string, metadataFs?: MetadataFs): Promise<string | null> {
+  return (await inspectDiskImage(path, imageId, { followSymlinks: true, metadataFs })).header?.backingFile ?? null;
 }
 
 /**

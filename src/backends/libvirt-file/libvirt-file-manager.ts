@@ -9,7 +9,6 @@
  *
  * @module
  */
-import { mkdirSync } from 'node:fs';
 import { lstat, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { BaseImageScan, CacheEntry, RemovedEntry } from '../../cache-entry.js';
@@ -29,6 +28,8 @@ import { syncNewDirectories } from '../../fetch/durable.js';
 import { fileFetchTarget, isRegularFile } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { LockManager } from '../../fetch/lock-manager.js';
+import { metadataFsFor } from '../../fs/choose-metadata-fs.js';
+import type { MetadataFs } from '../../fs/metadata-fs.js';
 import { assertValidImageId } from '../../image-id.js';
 import { systemClock } from '../../clock.js';
 import { isBoolean } from '../../options.js';
@@ -138,6 +139,8 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   #lastRegistration = Number.NEGATIVE_INFINITY;
   readonly #filesystemProbe: FilesystemProbe;
   readonly #syncInstanceDisks: boolean;
+  /** The metadata calls on the instances path (cache, instance directories): see fs/metadata-fs.ts. */
+  readonly #metadataFs: MetadataFs;
 
   /** @param options - instances path, host, image source and Nova's `[image_cache]` options */
   constructor(options: LibvirtFileImageManagerOptions) {
@@ -147,7 +150,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     }
     if (syncInstanceDisks !== undefined) isBoolean('syncInstanceDisks', syncInstanceDisks);
     const lockDir = path.join(instancesPath, 'locks');
-    const locks = new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs });
+    const locks = new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs, metadataIo: rest.metadataIo });
     const pins = rest.pins ?? new FilePinStore(path.join(instancesPath, PIN_FILE), locks, rest.clock ?? systemClock);
     super({ ...rest, pins }, locks, 'libvirt');
     this.instancesPath = instancesPath;
@@ -155,6 +158,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     this.lockDir = lockDir;
     this.#filesystemProbe = filesystemProbe ?? statfsProbe;
     this.#syncInstanceDisks = syncInstanceDisks ?? false;
+    this.#metadataFs = metadataFsFor(instancesPath, this.options.metadataIo);
     this.registry = new StorageRegistry({
       instancesPath,
       locks: this.locks,
@@ -186,7 +190,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /** {@inheritDoc ImageManager.scanBaseImages} */
   scanBaseImages(base: string): Promise<BaseImageScan> {
-    return scanBaseDirectory(base);
+    return scanBaseDirectory(base, this.#metadataFs);
   }
 
   /** {@inheritDoc ImageManager.getDiskUsage} */
@@ -236,15 +240,15 @@ export class LibvirtFileImageManager extends ImageManager<string> {
           name,
           async (): Promise<InstanceDiskResult | null> => {
             // The header read is the existence check too: one open instead of a stat and an open.
-            const info = await inspectIfPresent(basePath, imageId);
+            const info = await inspectIfPresent(basePath, imageId, this.#metadataFs);
             if (info === null) return null;
-            await touchFile(basePath, this.clock, true, this.log);
+            await touchFile(basePath, this.clock, true, this.log, this.#metadataFs);
             const built = await this.#buildDisk(options, basePath, info, diskPath, format, cacheStatus);
             usedBaseBytes = info.fileSize;
             // Touched again once the disk exists: a pass that scanned before the first touch and
             // read the instance directories before the disk appeared sees the base was used since
             // it began, and keeps it (the pass re-checks that under this lock).
-            if (built.created) await touchFile(basePath, this.clock, true, this.log);
+            if (built.created) await touchFile(basePath, this.clock, true, this.log, this.#metadataFs);
             return built;
           },
           { signal, imageId },
@@ -275,11 +279,11 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     }
     const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
     const common = { path: diskPath, format, basePath, cacheStatus, virtualSize };
-    if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
-    const created = ensureDirectory(instanceDir);
+    if (await isRegularFile(diskPath, this.#metadataFs)) return { ...common, created: false, copyMethod: null };
+    const created = await ensureDirectory(instanceDir, this.#metadataFs);
     if (sync && created !== undefined) await syncNewDirectories(instanceDir, created);
     if (format === 'qcow2') {
-      await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId, sync });
+      await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId, sync, metadataFs: this.#metadataFs });
       return { ...common, created: true, copyMethod: null };
     }
     if (info.format !== 'raw') {
@@ -307,7 +311,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /** {@inheritDoc ImageManager.fetchTargetFor} */
   protected fetchTargetFor(imageId: string): FetchTarget {
-    return fileFetchTarget(imageId, this.cachePathFor(imageId));
+    return fileFetchTarget(imageId, this.cachePathFor(imageId), this.#metadataFs);
   }
 
   /**
@@ -346,7 +350,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   protected override async collectExtraInUse(_base: string, _inUse: InUseSet, scan: BaseImageScan): Promise<ReadonlyMap<string, string>> {
     // Our own names at the top are never instance directories, whatever is planted there.
     const ours = new Set([this.options.subdirectoryName, path.basename(this.lockDir), STORAGE_REGISTRY_FILE, PIN_FILE]);
-    const found = await collectBackingFiles(this.instancesPath, ours);
+    const found = await collectBackingFiles(this.instancesPath, ours, { metadataFs: this.#metadataFs });
     this.#instanceStaging.set(scan, found.staging);
     return found.backing;
   }
@@ -383,12 +387,12 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /** {@inheritDoc ImageManager.touchEntry} */
   protected touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
-    return touchFile(path.join(this.baseDir, name), this.clock, tolerateEacces, this.log);
+    return touchFile(path.join(this.baseDir, name), this.clock, tolerateEacces, this.log, this.#metadataFs);
   }
 
   /** {@inheritDoc ImageManager.statEntry} */
   protected statEntry(base: string, entry: CacheEntry): Promise<number | null> {
-    return mtimeOf(path.join(base, entry.name));
+    return mtimeOf(path.join(base, entry.name), this.#metadataFs);
   }
 
   /** {@inheritDoc ImageManager.removeEntry} */
@@ -446,9 +450,9 @@ export class LibvirtFileImageManager extends ImageManager<string> {
  * directory is not a directory, which the fetch then reports). Anything but a regular file at the
  * name is refused (`InvalidDiskImageError`), never followed.
  */
-async function inspectIfPresent(basePath: string, imageId: string): Promise<DiskImageInfo | null> {
+async function inspectIfPresent(basePath: string, imageId: string, metadataFs: MetadataFs): Promise<DiskImageInfo | null> {
   try {
-    return await inspectDiskImage(basePath, imageId);
+    return await inspectDiskImage(basePath, imageId, { metadataFs });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
@@ -461,14 +465,14 @@ async function inspectIfPresent(basePath: string, imageId: string): Promise<Disk
  * directory already), where a recursive mkdir costs a mkdir and a stat. Returns the outermost
  * directory it created, if any.
  */
-function ensureDirectory(dir: string): string | undefined {
+async function ensureDirectory(dir: string, metadataFs: MetadataFs): Promise<string | undefined> {
   try {
-    mkdirSync(dir);
+    await metadataFs.mkdir(dir);
     return dir;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') return undefined;
     if (code !== 'ENOENT') throw err;
-    return mkdirSync(dir, { recursive: true });
+    return metadataFs.mkdir(dir, true);
   }
 }
