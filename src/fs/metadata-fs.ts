@@ -112,8 +112,8 @@ function syncFile(fd: number): MetadataFile {
         while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done, position + done);
       }),
     readText: () => settled(() => fs.readFileSync(fd, 'utf8')),
-    truncate: (length) => settled(() => fs.ftruncateSync(fd, length)),
-    close: () => settled(() => fs.closeSync(fd)),
+    truncate: (length) => settled(() => { fs.ftruncateSync(fd, length); }),
+    close: () => settled(() => { fs.closeSync(fd); }),
   };
 }
 
@@ -126,12 +126,12 @@ export const syncMetadataFs: MetadataFs = Object.freeze({
   readdir: (p: string) => settled(() => fs.readdirSync(p, { withFileTypes: true })),
   open: (p: string, flags: number | string, mode?: number) => settled(() => syncFile(fs.openSync(p, flags, mode))),
   mkdir: (p: string, recursive = false) => settled(() => fs.mkdirSync(p, { recursive })),
-  rmdir: (p: string) => settled(() => fs.rmdirSync(p)),
-  unlink: (p: string) => settled(() => fs.unlinkSync(p)),
-  link: (from: string, to: string) => settled(() => fs.linkSync(from, to)),
-  rename: (from: string, to: string) => settled(() => fs.renameSync(from, to)),
-  utimes: (p: string, atime: Date | number, mtime: Date | number) => settled(() => fs.utimesSync(p, atime, mtime)),
-  lutimes: (p: string, atime: Date | number, mtime: Date | number) => settled(() => fs.lutimesSync(p, atime, mtime)),
+  rmdir: (p: string) => settled(() => { fs.rmdirSync(p); }),
+  unlink: (p: string) => settled(() => { fs.unlinkSync(p); }),
+  link: (from: string, to: string) => settled(() => { fs.linkSync(from, to); }),
+  rename: (from: string, to: string) => settled(() => { fs.renameSync(from, to); }),
+  utimes: (p: string, atime: Date | number, mtime: Date | number) => settled(() => { fs.utimesSync(p, atime, mtime); }),
+  lutimes: (p: string, atime: Date | number, mtime: Date | number) => settled(() => { fs.lutimesSync(p, atime, mtime); }),
   realpath: (p: string) => settled(() => fs.realpathSync(p)),
 });
 

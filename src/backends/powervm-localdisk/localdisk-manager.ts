@@ -144,7 +144,7 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
     if (!(delay.baseMs >= 0 && delay.maxMs >= delay.baseMs && Number.isFinite(delay.maxMs))) {
       throw new InvalidConfigError('diskRetryDelayMs', 'finite { baseMs, maxMs } with 0 <= baseMs <= maxMs', delay);
     }
-    const locks = new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs });
+    const locks = new LockManager({ lockDir, staleMs: rest.lockStaleMs, timeoutMs: rest.lockTimeoutMs, metadataIo: rest.metadataIo });
     super(rest, locks, 'localdisk');
     this.volumeGroup = volumeGroup;
     this.cacheLock = new ReadWriteLock({ locks, name: CACHE_LOCK_NAME, staleMs: this.options.lockStaleMs });
