@@ -1,6 +1,6 @@
 /**
- * What a lock path holds, read through the lock's file-system calls ({@link LockOps}): the part of
- * the lease protocol (see `lease.ts`) that looks, and never changes anything.
+ * The lease protocol's file-system calls ({@link LockOps}, over a {@link MetadataFs}) and what a
+ * lock path holds as seen through them ({@link observeLock}); the protocol itself is `lease.ts`.
  *
  * @module
  */

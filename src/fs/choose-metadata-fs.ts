@@ -7,16 +7,15 @@
  *
  * @module
  */
-import { atNearestExisting, statfsTypeProbe } from '../capacity/statfs.js';
-import type { FilesystemTypeProbe } from '../capacity/statfs.js';
+import { atNearestExisting, statfsTypeProbe } from './filesystem-type.js';
+import type { FilesystemTypeProbe } from './filesystem-type.js';
 import { createLogger } from '../log.js';
 import { metadataFsOf, syncMetadataFs } from './metadata-fs.js';
-import type { MetadataFs, MetadataIoMode } from './metadata-fs.js';
+import type { MetadataFs, MetadataIo, MetadataIoMode } from './metadata-fs.js';
+
+export type { MetadataIo } from './metadata-fs.js';
 
 const log = createLogger('fs');
-
-/** The `metadataIo` option: `auto` (by file system type), or one mode for every directory. */
-export type MetadataIo = 'auto' | MetadataIoMode;
 
 /** The values of {@link MetadataIo}. */
 export const METADATA_IO_VALUES: readonly MetadataIo[] = ['auto', 'sync', 'async'];

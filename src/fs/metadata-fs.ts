@@ -26,6 +26,9 @@ import type { FileHandle } from 'node:fs/promises';
 /** How the calls of a {@link MetadataFs} are made. */
 export type MetadataIoMode = 'sync' | 'async';
 
+/** The `metadataIo` option: `auto` (by file system type, see `fs/choose-metadata-fs.ts`), or one mode for every directory. */
+export type MetadataIo = 'auto' | MetadataIoMode;
+
 /** A file opened through a {@link MetadataFs}; the caller closes it. */
 export interface MetadataFile {
   /** The descriptor (for an fsync outside the seam). */

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { LibvirtFileImageManager } from '../../src/backends/libvirt-file/libvirt-file-manager.js';
 import { cacheFileName } from '../../src/backends/libvirt-file/naming.js';
 import { touchFile } from '../../src/backends/files.js';
-import { statfsTypeProbe } from '../../src/capacity/statfs.js';
+import { statfsTypeProbe } from '../../src/fs/filesystem-type.js';
 import { InvalidConfigError } from '../../src/errors.js';
 import { NETWORK_FILESYSTEM_TYPES, chooseMetadataIo, metadataFsFor } from '../../src/fs/choose-metadata-fs.js';
 import { asyncMetadataFs, syncMetadataFs } from '../../src/fs/metadata-fs.js';
