@@ -80,7 +80,7 @@ export function lockOpsOver(mfs: MetadataFs): LockOps {
     writeNew: async (p, data) => {
       const file = await mfs.open(p, 'wx');
       try {
-        await file.writeFully(Buffer.from(data), 0);
+        await file.writeText(data);
         return true;
       } catch (err) {
         if (isFull(err)) {

@@ -41,6 +41,8 @@ export interface MetadataFile {
   readFully(buffer: Uint8Array, length: number, position: number): Promise<number>;
   /** Writes all of `bytes` at `position`. */
   writeFully(bytes: Uint8Array, position: number): Promise<void>;
+  /** Writes a short text (a record of a few hundred bytes) at the current position, in one call. */
+  writeText(text: string): Promise<void>;
   /** The whole file from its start, as UTF-8. */
   readText(): Promise<string>;
   /** `ftruncate`. */
@@ -114,6 +116,10 @@ function syncFile(fd: number): MetadataFile {
         let done = 0;
         while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done, position + done);
       }),
+    writeText: (text) =>
+      settled(() => {
+        fs.writeSync(fd, text);
+      }),
     readText: () => settled(() => fs.readFileSync(fd, 'utf8')),
     truncate: (length) => settled(() => { fs.ftruncateSync(fd, length); }),
     close: () => settled(() => { fs.closeSync(fd); }),
@@ -155,6 +161,9 @@ function asyncFile(handle: FileHandle): MetadataFile {
     writeFully: async (bytes, position) => {
       let done = 0;
       while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done, position + done)).bytesWritten;
+    },
+    writeText: async (text) => {
+      await handle.write(text);
     },
     readText: () => handle.readFile('utf8'),
     truncate: (length) => handle.truncate(length),
