@@ -14,6 +14,7 @@
  *
  * @module
  */
+import type { Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { InvalidDiskImageError } from '../errors.js';
 import { fileOfHandle, syncMetadataFs } from '../fs/metadata-fs.js';
@@ -94,17 +95,21 @@ export async function readQcow2Header(file: string | FileHandle, imageId?: strin
  */
 export async function inspectDiskImage(file: string | FileHandle, imageId?: string, options: InspectDiskImageOptions = {}): Promise<DiskImageInfo> {
   const mfs = options.metadataFs ?? syncMetadataFs;
-  if (typeof file !== 'string') return inspectFile(fileOfHandle(file, await mfs.mode()), nameOf(file), imageId);
+  if (typeof file !== 'string') {
+    const adopted = fileOfHandle(file, await mfs.mode());
+    return inspectFile(adopted, await adopted.stat(), nameOf(file), imageId);
+  }
   let opened: MetadataFile;
+  let stats: Stats;
   try {
-    ({ file: opened } = await openRegularFile(file, options));
+    ({ file: opened, stats } = await openRegularFile(file, options));
   } catch (err) {
     // A link, FIFO, socket or directory where an image should be: refused, never followed.
     if (isNotRegularFile(err)) throw new InvalidDiskImageError(file, `it is a ${err.kind}, not a regular file`, imageId);
     throw err;
   }
   try {
-    return await inspectFile(opened, file, imageId);
+    return await inspectFile(opened, stats, file, imageId);
   } finally {
     await opened.close();
   }
@@ -156,8 +161,8 @@ export async function virtualSizeOf(path: string, imageId?: string): Promise<num
   return (await inspectDiskImage(path, imageId)).virtualSize;
 }
 
-async function inspectFile(file: MetadataFile, name: string, imageId: string | undefined): Promise<DiskImageInfo> {
-  const stats = await file.stat();
+/** Inspects the open `file`, whose `fstat` is `stats`. */
+async function inspectFile(file: MetadataFile, stats: Stats, name: string, imageId: string | undefined): Promise<DiskImageInfo> {
   if (!stats.isFile()) throw new InvalidDiskImageError(name, 'it is not a regular file', imageId);
   const fileSize = stats.size;
   let parsed = parseQcow2Prefix(await readStart(file, FIRST_READ_BYTES), fileSize, name, imageId);

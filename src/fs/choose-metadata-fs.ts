@@ -58,7 +58,8 @@ export async function chooseMetadataIo(directory: string, probe: FilesystemTypeP
   }
 }
 
-type AnyCall = (...args: unknown[]) => Promise<unknown>;
+/** Every call of a {@link MetadataFs} takes at most three arguments. */
+type AnyCall = (a?: unknown, b?: unknown, c?: unknown) => Promise<unknown>;
 
 /**
  * The {@link MetadataFs} of `directory` under the option `io`. With `auto` the choice is made by
@@ -73,8 +74,8 @@ export function metadataFsFor(directory: string, io: MetadataIo = 'auto', probe:
     (choosing ??= chooseMetadataIo(directory, probe).then((mode) => (chosen = metadataFsOf(mode))));
   const lazy: Record<string, AnyCall> = {};
   for (const key of Object.keys(syncMetadataFs) as (keyof MetadataFs)[]) {
-    lazy[key] = (...args) =>
-      chosen !== undefined ? (chosen[key] as AnyCall)(...args) : choose().then((fs) => (fs[key] as AnyCall)(...args));
+    // Three fixed arguments, no rest array: this sits on the cached-spawn path.
+    lazy[key] = (a, b, c) => (chosen !== undefined ? (chosen[key] as AnyCall)(a, b, c) : choose().then((fs) => (fs[key] as AnyCall)(a, b, c)));
   }
   return Object.freeze(lazy) as unknown as MetadataFs;
 }

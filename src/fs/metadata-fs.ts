@@ -96,34 +96,62 @@ function settled<T>(run: () => T): Promise<T> {
   }
 }
 
-function syncFile(fd: number): MetadataFile {
-  return {
-    fd,
-    stat: () => settled(() => fs.fstatSync(fd)),
-    statBigInt: () => settled(() => fs.fstatSync(fd, { bigint: true })),
-    readFully: (buffer, length, position) =>
-      settled(() => {
-        let filled = 0;
-        while (filled < length) {
-          const n = fs.readSync(fd, buffer, filled, length - filled, position + filled);
-          if (n === 0) break;
-          filled += n;
-        }
-        return filled;
-      }),
-    writeFully: (bytes, position) =>
-      settled(() => {
-        let done = 0;
-        while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done, position + done);
-      }),
-    writeText: (text) =>
-      settled(() => {
-        fs.writeSync(fd, text);
-      }),
-    readText: () => settled(() => fs.readFileSync(fd, 'utf8')),
-    truncate: (length) => settled(() => { fs.ftruncateSync(fd, length); }),
-    close: () => settled(() => { fs.closeSync(fd); }),
-  };
+/** A descriptor's calls made synchronously (a class: one object per open, no closures). */
+class SyncFile implements MetadataFile {
+  readonly fd: number;
+
+  constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  stat(): Promise<Stats> {
+    return settled(() => fs.fstatSync(this.fd));
+  }
+
+  statBigInt(): Promise<BigIntStats> {
+    return settled(() => fs.fstatSync(this.fd, { bigint: true }));
+  }
+
+  readFully(buffer: Uint8Array, length: number, position: number): Promise<number> {
+    return settled(() => {
+      let filled = 0;
+      while (filled < length) {
+        const n = fs.readSync(this.fd, buffer, filled, length - filled, position + filled);
+        if (n === 0) break;
+        filled += n;
+      }
+      return filled;
+    });
+  }
+
+  writeFully(bytes: Uint8Array, position: number): Promise<void> {
+    return settled(() => {
+      let done = 0;
+      while (done < bytes.length) done += fs.writeSync(this.fd, bytes, done, bytes.length - done, position + done);
+    });
+  }
+
+  writeText(text: string): Promise<void> {
+    return settled(() => {
+      fs.writeSync(this.fd, text);
+    });
+  }
+
+  readText(): Promise<string> {
+    return settled(() => fs.readFileSync(this.fd, 'utf8'));
+  }
+
+  truncate(length: number): Promise<void> {
+    return settled(() => {
+      fs.ftruncateSync(this.fd, length);
+    });
+  }
+
+  close(): Promise<void> {
+    return settled(() => {
+      fs.closeSync(this.fd);
+    });
+  }
 }
 
 /** Synchronous system calls: for local file systems (see the module's comment). */
@@ -133,7 +161,7 @@ export const syncMetadataFs: MetadataFs = Object.freeze({
   lstat: (p: string) => settled(() => fs.lstatSync(p)),
   lstatBigInt: (p: string) => settled(() => fs.lstatSync(p, { bigint: true })),
   readdir: (p: string) => settled(() => fs.readdirSync(p, { withFileTypes: true })),
-  open: (p: string, flags: number | string, mode?: number) => settled(() => syncFile(fs.openSync(p, flags, mode))),
+  open: (p: string, flags: number | string, mode?: number) => settled(() => new SyncFile(fs.openSync(p, flags, mode))),
   mkdir: (p: string, recursive = false) => settled(() => fs.mkdirSync(p, { recursive })),
   rmdir: (p: string) => settled(() => { fs.rmdirSync(p); }),
   unlink: (p: string) => settled(() => { fs.unlinkSync(p); }),
@@ -194,7 +222,7 @@ export const asyncMetadataFs: MetadataFs = Object.freeze({
  * thread-pool methods); closing it stays its owner's job.
  */
 export function fileOfHandle(handle: FileHandle, mode: MetadataIoMode): MetadataFile {
-  return mode === 'sync' ? syncFile(handle.fd) : asyncFile(handle);
+  return mode === 'sync' ? new SyncFile(handle.fd) : asyncFile(handle);
 }
 
 /** The implementation of `mode`. */
