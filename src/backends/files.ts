@@ -41,12 +41,7 @@ export async function touchFile(file: string, clock: Clock, tolerateEacces: bool
 
 /** The file's mtime in ms, or null when it does not exist. Symlinks are not followed. */
 export async function mtimeOf(file: string, mfs: MetadataFs = syncMetadataFs): Promise<number | null> {
-  try {
-    return (await mfs.lstat(file)).mtimeMs;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
+  return (await mfs.lstatIfAny(file))?.mtimeMs ?? null;
 }
 
 /**

@@ -18,12 +18,7 @@ import { FileStagingSink } from './staging.js';
  * would multiply (it sits on the cached-spawn path).
  */
 export async function isRegularFile(file: string, mfs: MetadataFs = syncMetadataFs): Promise<boolean> {
-  try {
-    return (await mfs.stat(file)).isFile();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
+  return (await mfs.statIfAny(file))?.isFile() ?? false;
 }
 
 /**
@@ -43,13 +38,15 @@ export function fileFetchTarget(imageId: string, finalPath: string, mfs: Metadat
   return {
     name: path.basename(finalPath),
     exists: async () => {
-      let kind;
+      let stats;
       try {
-        kind = fileKindOf(await mfs.lstat(finalPath));
+        stats = await mfs.lstatIfAny(finalPath);
       } catch (err) {
         if (isNothingThere(err)) return false;
         throw err;
       }
+      if (stats === undefined) return false;
+      const kind = fileKindOf(stats);
       if (kind !== 'regular file') throw new InvalidDiskImageError(finalPath, `it is a ${kind}, not a regular file`, imageId);
       return true;
     },

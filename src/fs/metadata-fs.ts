@@ -61,6 +61,10 @@ export interface MetadataFs {
   lstat(p: string): Promise<Stats>;
   /** `lstat` with nanosecond times. */
   lstatBigInt(p: string): Promise<BigIntStats>;
+  /** `stat`, or undefined when nothing is there (ENOENT; no error is made for it when the call is synchronous). */
+  statIfAny(p: string): Promise<Stats | undefined>;
+  /** `lstat`, or undefined when nothing is there (ENOENT), as {@link MetadataFs.statIfAny}. */
+  lstatIfAny(p: string): Promise<Stats | undefined>;
   /** The entries of a directory, with their types. */
   readdir(p: string): Promise<Dirent[]>;
   /** `open(2)` with numeric or string flags. */
@@ -160,6 +164,8 @@ export const syncMetadataFs: MetadataFs = Object.freeze({
   stat: (p: string) => settled(() => fs.statSync(p)),
   lstat: (p: string) => settled(() => fs.lstatSync(p)),
   lstatBigInt: (p: string) => settled(() => fs.lstatSync(p, { bigint: true })),
+  statIfAny: (p: string) => settled(() => fs.statSync(p, { throwIfNoEntry: false })),
+  lstatIfAny: (p: string) => settled(() => fs.lstatSync(p, { throwIfNoEntry: false })),
   readdir: (p: string) => settled(() => fs.readdirSync(p, { withFileTypes: true })),
   open: (p: string, flags: number | string, mode?: number) => settled(() => new SyncFile(fs.openSync(p, flags, mode))),
   mkdir: (p: string, recursive = false) => settled(() => fs.mkdirSync(p, { recursive })),
@@ -171,6 +177,11 @@ export const syncMetadataFs: MetadataFs = Object.freeze({
   lutimes: (p: string, atime: Date | number, mtime: Date | number) => settled(() => { fs.lutimesSync(p, atime, mtime); }),
   realpath: (p: string) => settled(() => fs.realpathSync(p)),
 });
+
+function undefinedIfMissing(err: unknown): undefined {
+  if ((err as NodeJS.ErrnoException | null)?.code === 'ENOENT') return undefined;
+  throw asError(err);
+}
 
 function asyncFile(handle: FileHandle): MetadataFile {
   return {
@@ -205,6 +216,8 @@ export const asyncMetadataFs: MetadataFs = Object.freeze({
   stat: (p: string) => fsp.stat(p),
   lstat: (p: string) => fsp.lstat(p),
   lstatBigInt: (p: string) => fsp.lstat(p, { bigint: true }),
+  statIfAny: (p: string) => fsp.stat(p).catch(undefinedIfMissing),
+  lstatIfAny: (p: string) => fsp.lstat(p).catch(undefinedIfMissing),
   readdir: (p: string) => fsp.readdir(p, { withFileTypes: true }),
   open: async (p: string, flags: number | string, mode?: number) => asyncFile(await fsp.open(p, flags, mode)),
   mkdir: (p: string, recursive = false) => fsp.mkdir(p, { recursive }),

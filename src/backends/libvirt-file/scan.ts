@@ -39,14 +39,8 @@ export async function scanBaseDirectory(baseDir: string, mfs: MetadataFs = syncM
       sinceYield = 0;
       await new Promise((resolve) => setImmediate(resolve));
     }
-    let st;
-    try {
-      st = await mfs.lstat(path.join(baseDir, name));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw err;
-    }
-    if (!st.isFile()) continue;
+    const st = await mfs.lstatIfAny(path.join(baseDir, name));
+    if (st === undefined || !st.isFile()) continue;
     if (kind === null) {
       // `.info` files have no writer; their lock is the base's, like a staging file's.
       const lockName = stagingFinalName(name) ?? (name.endsWith('.info') ? name.slice(0, -'.info'.length) : undefined);
