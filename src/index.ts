@@ -17,6 +17,7 @@ export * from './fetch/lock-manager.js';
 export * from './fetch/rw-lock.js';
 export * from './fetch/single-flight.js';
 export * from './fetch/file-target.js';
+export type { MetadataFile, MetadataFs, MetadataIo, MetadataIoMode } from './fs/metadata-fs.js';
 export { CACHE_FILE_MODE, STAGING_SUFFIX, isStagingName, stagingFinalName, stagingPathFor, FileStagingSink } from './fetch/staging.js';
 export type { StagingSink } from './fetch/staging.js';
 export { DIRECT_IO_ALIGNMENT } from './fetch/staging.js';

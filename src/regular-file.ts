@@ -12,16 +12,19 @@
  * reader (libvirt-file/instance-dir-reader.ts) runs on a worker too and keeps its own copy of the
  * non-blocking open and fstat check.
  *
- * The calls are synchronous: a few microseconds of metadata work each, which a thread-pool round
- * trip would multiply, and a blocked thread-pool thread is exactly what a FIFO would cause.
+ * The open, stat and read go through a {@link MetadataFs} (default synchronous: a few microseconds
+ * of metadata work each, which a thread-pool round trip would multiply); the open never waits on
+ * a FIFO either way.
  *
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { constants, lstatSync, renameSync, statSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { UnusablePathError } from './errors.js';
+import { syncMetadataFs } from './fs/metadata-fs.js';
+import type { MetadataFile, MetadataFs } from './fs/metadata-fs.js';
 
 /** What is found at a name, in words for messages. */
 export type FileKind =
@@ -75,19 +78,21 @@ export function isNotRegularFile(err: unknown): err is NotRegularFileError {
   return err instanceof NotRegularFileError;
 }
 
-/** Options of {@link openRegularFileSync} and {@link readRegularFile}. */
+/** Options of {@link openRegularFile} and {@link readRegularFile}. */
 export interface OpenRegularFileOptions {
   /**
    * Follow a symbolic link at the name (its target must then be a regular file). Default false:
    * only instance disks, which Nova follows, are opened through links.
    */
   readonly followSymlinks?: boolean | undefined;
+  /** The calls' way (see fs/metadata-fs.ts). Default synchronous. */
+  readonly metadataFs?: MetadataFs | undefined;
 }
 
-/** An open regular file: its descriptor (the caller closes it) and its stats. */
+/** An open regular file (the caller closes it) and its stats. */
 export interface OpenRegularFile {
-  /** The descriptor, opened read-only. */
-  readonly fd: number;
+  /** The file, opened read-only. */
+  readonly file: MetadataFile;
   /** `fstat` of the descriptor. */
   readonly stats: Stats;
 }
@@ -98,26 +103,33 @@ export interface OpenRegularFile {
  * @throws {@link NotRegularFileError} when something else is there (a symbolic link unless
  *   `followSymlinks`, a FIFO, a socket, a directory, a device), without following or waiting on it
  */
-export function openRegularFileSync(file: string, options: OpenRegularFileOptions = {}): OpenRegularFile {
+export async function openRegularFile(file: string, options: OpenRegularFileOptions = {}): Promise<OpenRegularFile> {
   const follow = options.followSymlinks === true;
-  let fd: number;
+  const mfs = options.metadataFs ?? syncMetadataFs;
+  let opened: MetadataFile;
   try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | (follow ? 0 : constants.O_NOFOLLOW));
+    opened = await mfs.open(file, constants.O_RDONLY | constants.O_NONBLOCK | (follow ? 0 : constants.O_NOFOLLOW));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     // ELOOP: a link under O_NOFOLLOW (or a loop); ENXIO: a socket (or a FIFO opened for writing).
     if (code === 'ELOOP' || code === 'ENXIO') {
-      const kind = kindAt(file, follow);
+      let kind: FileKind | null;
+      try {
+        kind = fileKindOf(await (follow ? mfs.stat(file) : mfs.lstat(file)));
+      } catch (statErr) {
+        if (!isNothingThere(statErr)) throw statErr;
+        kind = null;
+      }
       if (kind !== null && kind !== 'regular file') throw new NotRegularFileError(file, kind);
     }
     throw err;
   }
   try {
-    const stats = fstatSync(fd);
+    const stats = await opened.stat();
     if (!stats.isFile()) throw new NotRegularFileError(file, fileKindOf(stats));
-    return { fd, stats };
+    return { file: opened, stats };
   } catch (err) {
-    closeSync(fd);
+    await opened.close();
     throw err;
   }
 }
@@ -125,35 +137,27 @@ export function openRegularFileSync(file: string, options: OpenRegularFileOption
 /**
  * The contents of `file` as UTF-8, or null when it does not exist.
  *
- * @throws {@link NotRegularFileError} as {@link openRegularFileSync}
+ * @throws {@link NotRegularFileError} as {@link openRegularFile}
  */
-export function readRegularFile(file: string, options: OpenRegularFileOptions = {}): Promise<string | null> {
+export async function readRegularFile(file: string, options: OpenRegularFileOptions = {}): Promise<string | null> {
+  let opened: OpenRegularFile;
   try {
-    const { fd } = openRegularFileSync(file, options);
-    try {
-      return Promise.resolve(readFileSync(fd, 'utf8'));
-    } finally {
-      closeSync(fd);
-    }
+    opened = await openRegularFile(file, options);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return Promise.resolve(null);
-    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-  }
-}
-
-/** Whether a regular file is at `file` (not following a link there), or null when nothing is. */
-export function lstatKind(file: string): FileKind | null {
-  return kindAt(file, false);
-}
-
-function kindAt(file: string, follow: boolean): FileKind | null {
-  try {
-    return fileKindOf(follow ? statSync(file) : lstatSync(file));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') return null;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
+  try {
+    return await opened.file.readText();
+  } finally {
+    await opened.file.close();
+  }
+}
+
+/** Whether a failed stat of a name means nothing is there (missing, or a path that cannot lead to it). */
+export function isNothingThere(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP';
 }
 
 const MOVED_ASIDE = /\.refused-[0-9a-f]{8}$/;

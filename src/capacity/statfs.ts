@@ -5,7 +5,7 @@
  * @module
  */
 import { statfs } from 'node:fs/promises';
-import path from 'node:path';
+import { atNearestExisting } from '../fs/filesystem-type.js';
 
 /** Size and free space of the storage holding a cache. */
 export interface FilesystemUsage {
@@ -32,17 +32,8 @@ export const statfsProbe: FilesystemProbe = async (directory) => {
  * where it will be created.
  */
 export async function usageOfDirectory(probe: FilesystemProbe, directory: string): Promise<FilesystemUsage> {
-  let current = path.resolve(directory);
-  for (;;) {
-    try {
-      const usage = await probe(current);
-      return { ...usage, location: usage.location ?? current };
-    } catch (err) {
-      const parent = path.dirname(current);
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || parent === current) throw err;
-      current = parent;
-    }
-  }
+  const { value: usage, at } = await atNearestExisting(directory, probe);
+  return { ...usage, location: usage.location ?? at };
 }
 
 /** Percentage of the capacity in use, 0 to 100; NaN when the capacity reported is not positive. */

@@ -72,7 +72,7 @@ export abstract class CacheStoreBase<TBase = unknown> extends EventEmitter<Image
     const locks =
       store instanceof LockManager
         ? store
-        : new LockManager({ lockDir: store.lockDir, staleMs: cacheOptions.lockStaleMs, timeoutMs: cacheOptions.lockTimeoutMs });
+        : new LockManager({ lockDir: store.lockDir, staleMs: cacheOptions.lockStaleMs, timeoutMs: cacheOptions.lockTimeoutMs, metadataIo: cacheOptions.metadataIo });
     const pinFile = store instanceof LockManager ? undefined : store.pinFile;
     this.locks = locks;
     this.ephemeralNaming = ephemeralNaming ?? {};

@@ -7,11 +7,12 @@
  *
  * @module
  */
-import { closeSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { InvalidConfigError } from '../errors.js';
 import { publishFile } from '../fetch/durable.js';
 import { CACHE_FILE_MODE, mapWriteError, stagingPathFor } from '../fetch/staging.js';
+import { syncMetadataFs } from '../fs/metadata-fs.js';
+import type { MetadataFile, MetadataFs } from '../fs/metadata-fs.js';
 import { createLogger } from '../log.js';
 import {
   EXT_BACKING_FORMAT,
@@ -44,6 +45,11 @@ export interface Qcow2OverlayOptions {
    * the fsync is most of an overlay's cost: metadata and a device flush, ~1 ms on ext4.
    */
   readonly sync?: boolean | undefined;
+  /**
+   * The instance directory's calls (open, writes, truncate, link, unlink; see fs/metadata-fs.ts).
+   * Default synchronous.
+   */
+  readonly metadataFs?: MetadataFs | undefined;
 }
 
 /** One write of an encoded overlay. */
@@ -185,9 +191,11 @@ export function encodeQcow2Overlay(options: Qcow2OverlayOptions): EncodedQcow2Ov
  * removed again if anything fails, so `file` either holds a complete overlay or does not exist
  * (unless it existed before).
  *
- * The open, the three small writes and the truncate are synchronous syscalls that only touch the
- * page cache (a few microseconds each, far less than a thread-pool round trip each); the fsyncs
- * (the overlay's and its directory's, with `sync`), which wait for the disk, run on the thread pool.
+ * The open, the three small writes and the truncate only touch the page cache: through the default
+ * {@link MetadataFs} they are synchronous syscalls (a few microseconds each, far less than a
+ * thread-pool round trip each), through `options.metadataFs` they may be thread-pool calls (an
+ * instance directory on a network file system). The fsyncs (the overlay's and its directory's,
+ * with `sync`), which wait for the disk, always run on the thread pool.
  *
  * @throws `InvalidConfigError` when an option is out of range
  * @throws `DiskFullError` when the filesystem is full
@@ -199,34 +207,30 @@ export async function writeQcow2Overlay(file: string, options: Qcow2OverlayOptio
   // rename(), refuses to replace an existing disk: a crash never leaves a partial overlay under
   // the disk's name, and an existing disk is never clobbered.
   const staging = stagingPathFor(file);
-  let fd: number;
+  const mfs = options.metadataFs ?? syncMetadataFs;
+  let created: MetadataFile;
   try {
     // No existence check first: link() below refuses an existing `file` with EEXIST anyway.
-    fd = openSync(staging, 'wx', CACHE_FILE_MODE);
+    created = await mfs.open(staging, 'wx', CACHE_FILE_MODE);
   } catch (err) {
     throw mapWriteError(err, options.imageId, path.dirname(file), encoded.fileSize);
   }
   try {
     try {
-      for (const { position, bytes } of encoded.chunks) writeFully(fd, bytes, position);
+      for (const { position, bytes } of encoded.chunks) await created.writeFully(bytes, position);
       // The L1 table is all zeros: extending the file leaves it a hole instead of writing it.
-      ftruncateSync(fd, encoded.fileSize);
-      await publishFile(staging, file, { sync: options.sync ?? true, exclusive: true, file: fd });
+      await created.truncate(encoded.fileSize);
+      await publishFile(staging, file, { sync: options.sync ?? true, exclusive: true, file: created.fd, metadataFs: mfs });
     } finally {
-      closeSync(fd);
+      await created.close();
     }
   } catch (err) {
     try {
-      unlinkSync(staging);
+      await mfs.unlink(staging);
     } catch (unlinkErr) {
       if ((unlinkErr as NodeJS.ErrnoException).code !== 'ENOENT') log('could not remove overlay staging file %s: %O', staging, unlinkErr);
     }
     throw mapWriteError(err, options.imageId, path.dirname(file), encoded.fileSize);
   }
   log('created overlay %s on %s (%s, %d bytes)', file, options.backingFile, options.backingFormat, options.virtualSize);
-}
-
-function writeFully(fd: number, bytes: Buffer, position: number): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
 }

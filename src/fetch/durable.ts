@@ -17,10 +17,12 @@
  *
  * @module
  */
-import { fsync, linkSync, unlinkSync } from 'node:fs';
+import { fsync } from 'node:fs';
 import { mkdir, open, rename } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { syncMetadataFs } from '../fs/metadata-fs.js';
+import type { MetadataFs } from '../fs/metadata-fs.js';
 import { createLogger } from '../log.js';
 
 const log = createLogger('fetch');
@@ -92,6 +94,8 @@ export interface PublishOptions {
    * opened by name for the fsync.
    */
   readonly file?: FileHandle | number | undefined;
+  /** How the exclusive publish's link and unlink are made (see fs/metadata-fs.ts). Default synchronous. */
+  readonly metadataFs?: MetadataFs | undefined;
 }
 
 /**
@@ -99,9 +103,9 @@ export interface PublishOptions {
  * durable order of this module when `options.sync` is set. On failure before the name changed the
  * staging file is left for the caller to remove.
  *
- * The exclusive publish runs `link()` and `unlink()` synchronously: it is the instance disk's path,
- * where these two page-cache metadata calls take microseconds that a thread-pool round trip each
- * would multiply.
+ * The exclusive publish runs `link()` and `unlink()` through `options.metadataFs`, by default
+ * synchronously: it is the instance disk's path, where these two page-cache metadata calls take
+ * microseconds that a thread-pool round trip each would multiply.
  */
 export async function publishFile(staging: string, finalPath: string, options: PublishOptions): Promise<void> {
   const { sync, file } = options;
@@ -111,9 +115,10 @@ export async function publishFile(staging: string, finalPath: string, options: P
     else await fsyncPath(staging);
   }
   if (options.exclusive === true) {
-    linkSync(staging, finalPath);
+    const mfs = options.metadataFs ?? syncMetadataFs;
+    await mfs.link(staging, finalPath);
     try {
-      unlinkSync(staging);
+      await mfs.unlink(staging);
     } catch (err) {
       // The file is published; a leftover staging name is only clutter, not worth failing for.
       log('could not remove staging name %s of %s: %O', staging, finalPath, err);

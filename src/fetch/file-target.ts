@@ -3,25 +3,22 @@
  *
  * @module
  */
-import { statSync } from 'node:fs';
 import { lstat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidDiskImageError } from '../errors.js';
-import { lstatKind, unusableDirectory } from '../regular-file.js';
+import { syncMetadataFs } from '../fs/metadata-fs.js';
+import type { MetadataFs } from '../fs/metadata-fs.js';
+import { fileKindOf, isNothingThere, unusableDirectory } from '../regular-file.js';
 import type { FetchTarget } from './image-fetcher.js';
 import { FileStagingSink } from './staging.js';
 
 /**
- * True when `file` exists and is a regular file. A synchronous stat: microseconds of metadata work
- * that a thread-pool round trip would multiply (it sits on the cached-spawn path).
+ * True when `file` exists and is a regular file. Through `mfs` (default synchronous): on a local
+ * file system a synchronous stat is microseconds of metadata work that a thread-pool round trip
+ * would multiply (it sits on the cached-spawn path).
  */
-export function isRegularFile(file: string): Promise<boolean> {
-  try {
-    return Promise.resolve(statSync(file).isFile());
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return Promise.resolve(false);
-    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-  }
+export async function isRegularFile(file: string, mfs: MetadataFs = syncMetadataFs): Promise<boolean> {
+  return (await mfs.statIfAny(file))?.isFile() ?? false;
 }
 
 /**
@@ -33,19 +30,25 @@ export function isRegularFile(file: string): Promise<boolean> {
  * followed (a link would make a spawn build on unverified bytes and a touch change a file
  * elsewhere) or downloaded over; the operator removes it. A cache directory that is a dangling
  * link (or not a directory) fails the download with `UnusablePathError`.
+ *
+ * The existence check (on the cached-spawn path) goes through `mfs`, the cache directory's
+ * {@link MetadataFs} (default synchronous).
  */
-export function fileFetchTarget(imageId: string, finalPath: string): FetchTarget {
+export function fileFetchTarget(imageId: string, finalPath: string, mfs: MetadataFs = syncMetadataFs): FetchTarget {
   return {
     name: path.basename(finalPath),
-    exists: () => {
+    exists: async () => {
+      let stats;
       try {
-        const kind = lstatKind(finalPath);
-        if (kind === null) return Promise.resolve(false);
-        if (kind !== 'regular file') throw new InvalidDiskImageError(finalPath, `it is a ${kind}, not a regular file`, imageId);
-        return Promise.resolve(true);
+        stats = await mfs.lstatIfAny(finalPath);
       } catch (err) {
-        return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+        if (isNothingThere(err)) return false;
+        throw err;
       }
+      if (stats === undefined) return false;
+      const kind = fileKindOf(stats);
+      if (kind !== 'regular file') throw new InvalidDiskImageError(finalPath, `it is a ${kind}, not a regular file`, imageId);
+      return true;
     },
     createSink: async () => {
       try {

@@ -35,12 +35,18 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { constants } from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UnsupportedError } from '../errors.js';
+import { exitTimeFs } from '../fs/metadata-fs.js';
 import { createLogger } from '../log.js';
 import { processExists } from '../process-liveness.js';
+import { codeOf, identityOf, observeLock } from './lock-observation.js';
+import type { LockObservation, LockOps, LockOwner } from './lock-observation.js';
+import { SilenceTracker } from './silence-tracker.js';
+
+export { lockOpsOver, observeLock, syncLockOps, threadLockOps } from './lock-observation.js';
+export type { LockObservation, LockOps, LockOwner } from './lock-observation.js';
+export { SilenceTracker } from './silence-tracker.js';
 
 const log = createLogger('lock');
 
@@ -56,22 +62,6 @@ const NEW_MARK = `${LOCK_END}.new-`;
 const PLANTED_MARK = `${LOCK_END}.planted-`;
 /** Token generations tried before a takeover is left for later (each one needs a dead winner). */
 const MAX_GENERATIONS = 8;
-/** Observations kept per tracker: a bound on memory whatever the number of names. */
-const MAX_TRACKED = 4096;
-/** Largest owner record read. */
-const MAX_RECORD = 512;
-const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
-const FILE_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
-
-/** Who holds a lock, as its owner record says. */
-export interface LockOwner {
-  /** The holder's host. */
-  readonly host: string;
-  /** The holder's process id on that host. */
-  readonly pid: number;
-  /** Where that pid means something: the kernel's boot id and pid namespace ('' when unknown). */
-  readonly pids: string;
-}
 
 /**
  * This process's pid space: one kernel boot, one pid namespace. Two machines (or containers) that
@@ -84,243 +74,6 @@ const PID_SPACE = ((): string => {
     return '';
   }
 })();
-
-/** What a lock path holds, as observed. */
-export interface LockObservation {
-  /** Inode, mtime and ctime in ns: changes on every refresh, and when the lock is replaced. */
-  readonly identity: string;
-  /** A regular file (this version's lock), a directory (an older version's, or a registration), or anything else. */
-  readonly kind: 'file' | 'directory' | 'other';
-  /** The owner record of a regular file; null when it holds none. */
-  readonly owner: LockOwner | null;
-  /** A regular file of no bytes: a lock created on a full file system, without its record. */
-  readonly empty: boolean;
-  /** Its mtime, ms since the epoch by whichever clock wrote it: shown, never compared with a clock. */
-  readonly mtimeMs: number;
-}
-
-/** What one open of a lock path sees: its attributes (fresh on NFS: close-to-open) and its first bytes. */
-interface Opened {
-  readonly stats: fs.BigIntStats;
-  readonly text: string;
-}
-
-/** The file-system calls of the protocol: synchronous (a spawn's lock) or on the thread pool. */
-export interface LockOps {
-  lstat(p: string): Promise<fs.BigIntStats>;
-  /** Opens without following a link or waiting (a FIFO), stats, reads the first bytes of a file. */
-  openStat(p: string, directory: boolean): Promise<Opened>;
-  /** Creates `p` (never over anything) holding `data`; false when the file system was full: `p` is then empty. */
-  writeNew(p: string, data: string): Promise<boolean>;
-  link(from: string, to: string): Promise<void>;
-  unlink(p: string): Promise<void>;
-  mkdir(p: string): Promise<void>;
-  rmdir(p: string): Promise<void>;
-  rename(from: string, to: string): Promise<void>;
-  touch(p: string): Promise<void>;
-}
-
-/** A synchronous call behind the promise interface: a throw becomes a rejection. */
-function syncOp<A extends unknown[], T>(fn: (...args: A) => T): (...args: A) => Promise<T> {
-  return (...args) =>
-    new Promise((resolve) => {
-      resolve(fn(...args));
-    });
-}
-
-/** Synchronous system calls: a few microseconds each, no thread-pool round trip (see lock-fs.ts). */
-export const syncLockOps: LockOps = {
-  lstat: syncOp((p: string) => fs.lstatSync(p, { bigint: true })),
-  openStat: syncOp((p: string, directory: boolean): Opened => {
-    const fd = fs.openSync(p, directory ? DIR_FLAGS : FILE_FLAGS);
-    try {
-      const stats = fs.fstatSync(fd, { bigint: true });
-      if (!stats.isFile()) return { stats, text: '' };
-      const buf = Buffer.alloc(MAX_RECORD);
-      return { stats, text: buf.toString('utf8', 0, fs.readSync(fd, buf, 0, MAX_RECORD, 0)) };
-    } finally {
-      fs.closeSync(fd);
-    }
-  }),
-  writeNew: syncOp((p: string, data: string): boolean => {
-    const fd = fs.openSync(p, 'wx');
-    try {
-      fs.writeSync(fd, data);
-      return true;
-    } catch (err) {
-      if (isFull(err)) {
-        fs.ftruncateSync(fd, 0);
-        return false;
-      }
-      fs.unlinkSync(p);
-      throw err;
-    } finally {
-      fs.closeSync(fd);
-    }
-  }),
-  link: syncOp((from: string, to: string) => {
-    fs.linkSync(from, to);
-  }),
-  unlink: syncOp((p: string) => {
-    fs.unlinkSync(p);
-  }),
-  mkdir: syncOp((p: string) => {
-    fs.mkdirSync(p);
-  }),
-  rmdir: syncOp((p: string) => {
-    fs.rmdirSync(p);
-  }),
-  rename: syncOp((from: string, to: string) => {
-    fs.renameSync(from, to);
-  }),
-  touch: syncOp((p: string) => {
-    const now = new Date();
-    fs.utimesSync(p, now, now);
-  }),
-};
-
-/** The same calls on libuv's thread pool, for batch work holding many locks. */
-export const threadLockOps: LockOps = {
-  lstat: (p) => fsp.lstat(p, { bigint: true }),
-  openStat: async (p, directory) => {
-    const handle = await fsp.open(p, directory ? DIR_FLAGS : FILE_FLAGS);
-    try {
-      const stats = await handle.stat({ bigint: true });
-      if (!stats.isFile()) return { stats, text: '' };
-      const buf = Buffer.alloc(MAX_RECORD);
-      const { bytesRead } = await handle.read(buf, 0, MAX_RECORD, 0);
-      return { stats, text: buf.toString('utf8', 0, bytesRead) };
-    } finally {
-      await handle.close();
-    }
-  },
-  writeNew: async (p, data) => {
-    const handle = await fsp.open(p, 'wx');
-    try {
-      await handle.write(data);
-      return true;
-    } catch (err) {
-      if (isFull(err)) {
-        await handle.truncate(0);
-        return false;
-      }
-      await fsp.unlink(p);
-      throw err;
-    } finally {
-      await handle.close();
-    }
-  },
-  link: (from, to) => fsp.link(from, to),
-  unlink: (p) => fsp.unlink(p),
-  mkdir: async (p) => {
-    await fsp.mkdir(p);
-  },
-  rmdir: (p) => fsp.rmdir(p),
-  rename: (from, to) => fsp.rename(from, to),
-  touch: (p) => {
-    const now = new Date();
-    return fsp.utimes(p, now, now);
-  },
-};
-
-function codeOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
-}
-
-function isFull(err: unknown): boolean {
-  const code = codeOf(err);
-  return code === 'ENOSPC' || code === 'EDQUOT';
-}
-
-function identityOf(st: fs.BigIntStats): string {
-  return `${st.ino}-${st.mtimeNs}-${st.ctimeNs}`;
-}
-
-function parseOwner(text: string): LockOwner | null {
-  try {
-    const value = JSON.parse(text) as unknown;
-    if (typeof value !== 'object' || value === null) return null;
-    const { host, pid, pids } = value as Record<string, unknown>;
-    if (typeof host !== 'string' || typeof pid !== 'number') return null;
-    return { host, pid, pids: typeof pids === 'string' ? pids : '' };
-  } catch {
-    return null;
-  }
-}
-
-/**
- * What is at `p`, never following a link and opening only a regular file or a directory (with
- * `O_NONBLOCK`: a FIFO swapped in meanwhile is not waited on); null when nothing. The open makes an
- * NFS client revalidate the attributes (close-to-open): a cached mtime must not make a live lock
- * look silent.
- */
-export async function observeLock(p: string, ops: LockOps = syncLockOps): Promise<LockObservation | null> {
-  let st: fs.BigIntStats;
-  try {
-    st = await ops.lstat(p);
-  } catch (err) {
-    if (codeOf(err) === 'ENOENT') return null;
-    throw err;
-  }
-  let text = '';
-  if (st.isFile() || st.isDirectory()) {
-    try {
-      const opened = await ops.openStat(p, st.isDirectory());
-      // Replaced between the lstat and the open: what the open found stands (judged as it is now).
-      st = opened.stats;
-      text = opened.text;
-    } catch (err) {
-      const code = codeOf(err);
-      if (code === 'ENOENT') return null;
-      // No read permission, or swapped for a link (ELOOP) or a non-directory: the lstat stands.
-      if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ELOOP' && code !== 'ENOTDIR') throw err;
-    }
-  }
-  const kind = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other';
-  const empty = kind === 'file' && st.size === 0n;
-  return { identity: identityOf(st), kind, owner: kind === 'file' ? parseOwner(text) : null, empty, mtimeMs: Number(st.mtimeMs) };
-}
-
-/**
- * How long each path has kept one identity, by this process's monotonic clock: the only time
- * staleness is judged by. Bounded: the oldest observations are dropped past 4096 paths (a dropped
- * one only restarts its wait).
- */
-export class SilenceTracker {
-  readonly #seen = new Map<string, { identity: string; since: number }>();
-  readonly #now: () => number;
-
-  /** @param now - a monotonic clock, ms; default `performance.now` */
-  constructor(now: () => number = () => performance.now()) {
-    this.#now = now;
-  }
-
-  /** How long `p` has been seen with `identity`, ms: 0 when it is new or changed since last seen. */
-  silentFor(p: string, identity: string): number {
-    const now = this.#now();
-    const seen = this.#seen.get(p);
-    if (seen?.identity === identity) return now - seen.since;
-    this.#seen.delete(p);
-    this.#seen.set(p, { identity, since: now });
-    if (this.#seen.size > MAX_TRACKED) {
-      const oldest = this.#seen.keys().next().value;
-      if (oldest !== undefined) this.#seen.delete(oldest);
-    }
-    return 0;
-  }
-
-  /** Forgets `p` (it was taken, or is gone). */
-  forget(p: string): void {
-    this.#seen.delete(p);
-  }
-
-  /** Forgets every path directly under `dir` whose name is not in `present`. */
-  retain(dir: string, present: ReadonlySet<string>): void {
-    for (const p of this.#seen.keys()) {
-      if (path.dirname(p) === dir && !present.has(path.basename(p))) this.#seen.delete(p);
-    }
-  }
-}
 
 /** A lock this process holds. */
 export interface HeldLease {
@@ -547,7 +300,7 @@ export class Leases {
     installExitHook();
     heldAtExit.set(lockPath, () => {
       try {
-        if (identityOf(fs.lstatSync(lockPath, { bigint: true })) === mine) fs.unlinkSync(lockPath);
+        if (identityOf(exitTimeFs.lstatBigInt(lockPath)) === mine) exitTimeFs.unlink(lockPath);
       } catch {
         // Gone already: nothing of ours to remove.
       }

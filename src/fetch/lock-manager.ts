@@ -20,7 +20,12 @@ import { createLogger } from '../log.js';
 import { moveAside, unusableDirectory } from '../regular-file.js';
 import { MAX_TIMER_MS, setLongTimeout } from '../timer.js';
 import type { LongTimer } from '../timer.js';
-import { Leases, syncLockOps, threadLockOps } from './lease.js';
+import { metadataFsFor } from '../fs/choose-metadata-fs.js';
+import type { MetadataIo } from '../fs/choose-metadata-fs.js';
+import { syncMetadataFs } from '../fs/metadata-fs.js';
+import type { MetadataFs } from '../fs/metadata-fs.js';
+import { Leases, lockOpsOver, threadLockOps } from './lease.js';
+import type { LockOps } from './lease.js';
 
 const log = createLogger('lock');
 
@@ -41,6 +46,11 @@ export interface LockManagerOptions {
   readonly hostname?: string | undefined;
   /** Default wait for a lock before `LockTimeoutError`, ms. Default 1800000. */
   readonly timeoutMs?: number | undefined;
+  /**
+   * How the lock directory's file-system calls are made (see `fs/choose-metadata-fs.ts`): `auto`
+   * (default) synchronously on a local file system and on the thread pool on a network one.
+   */
+  readonly metadataIo?: MetadataIo | undefined;
 }
 
 /** Options of one acquisition. */
@@ -55,7 +65,8 @@ export interface AcquireOptions {
    * Make the lock's file-system calls on libuv's thread pool instead of synchronously. Right for
    * batch work holding many locks concurrently (a pass's removals): the mkdir and rmdir run on
    * other cores while the event loop goes on. Default false: a single acquisition (a spawn) is
-   * faster with synchronous calls.
+   * faster with synchronous calls, which the lock directory gets unless it is on a network file
+   * system (`metadataIo`).
    */
   readonly offThread?: boolean | undefined;
 }
@@ -72,6 +83,9 @@ export interface HeldLock extends AsyncDisposable {
 export class LockManager {
   /** Directory of cross-process locks, or undefined for in-process only. */
   readonly lockDir: string | undefined;
+  /** The lock directory's file-system calls (synchronous when there is none). */
+  readonly metadataFs: MetadataFs;
+  readonly #ops: LockOps;
   readonly #staleMs: number;
   readonly #timeoutMs: number;
   readonly #tails = new Map<string, Promise<void>>();
@@ -81,6 +95,8 @@ export class LockManager {
   /** @param options - lock directory and timings */
   constructor(options: LockManagerOptions = {}) {
     this.lockDir = options.lockDir;
+    this.metadataFs = options.lockDir === undefined ? syncMetadataFs : metadataFsFor(options.lockDir, options.metadataIo);
+    this.#ops = lockOpsOver(this.metadataFs);
     // Capped like every timer: a larger staleness would fire at once in node's timers.
     this.#staleMs = Math.min(Math.max(options.staleMs ?? 10_000, 2000), MAX_TIMER_MS);
     this.#timeoutMs = options.timeoutMs ?? 1_800_000;
@@ -241,7 +257,7 @@ export class LockManager {
       await this.#makeLockDir();
       this.#lockDirReady = true;
     }
-    const ops = options.offThread === true ? threadLockOps : syncLockOps;
+    const ops = options.offThread === true ? threadLockOps : this.#ops;
     let delay = 25;
     let recreated = false;
     for (;;) {

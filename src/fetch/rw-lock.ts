@@ -32,7 +32,7 @@ import { LockTimeoutError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { processExists } from '../process-liveness.js';
 import { SilenceTracker, observeLock } from './lease.js';
-import { lockFs } from './lock-fs.js';
+import { lockFsOver } from './lock-fs.js';
 import { LOCK_PREFIX } from './lock-manager.js';
 import type { AcquireOptions, HeldLock, LockManager } from './lock-manager.js';
 
@@ -217,7 +217,7 @@ export class ReadWriteLock {
         realpath: false,
         stale: this.#staleMs,
         retries: 0,
-        fs: lockFs,
+        fs: lockFsOver(this.#locks.metadataFs),
         onCompromised: (err) => {
           // A stalled event loop let the registration go stale and a writer removed it: report,
           // do not crash the host process. Per-entry locks still guard every removal.

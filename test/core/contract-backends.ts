@@ -46,7 +46,7 @@ const libvirtFile: ContractBackend = {
   async setup(clock, source) {
     const { dir, cleanup } = await makeTempDir('vic-contract-libvirt-');
     const make = (extra: Partial<ImageManagerOptions> = {}): LibvirtFileImageManager =>
-      new LibvirtFileImageManager({ host: 'host1', instancesPath: dir, source, clock, lockStaleMs: 2000, ...extra });
+      new LibvirtFileImageManager({ host: 'host1', instancesPath: dir, source, clock, lockStaleMs: 2000, ...metadataIoFromEnv(), ...extra });
     const manager = make();
     const file = (name: string): string => path.join(manager.baseDir, name);
     const { listDir } = await import('../helpers/tmp.js');
@@ -71,6 +71,12 @@ const libvirtFile: ContractBackend = {
   },
 };
 
+/** `VIC_METADATA_IO=async` (or `sync`) runs the file backends' contract with that `metadataIo`. */
+function metadataIoFromEnv(): Partial<ImageManagerOptions> {
+  const io = process.env.VIC_METADATA_IO;
+  return io === undefined ? {} : { metadataIo: io as 'auto' | 'sync' | 'async' };
+}
+
 function localdisk(groupName: string, makeGroup: (dir: string, clock: ManualClock) => VolumeGroup): ContractBackend {
   return {
     name: `powervm-localdisk over ${groupName}`,
@@ -80,7 +86,7 @@ function localdisk(groupName: string, makeGroup: (dir: string, clock: ManualCloc
       const { dir, cleanup } = await makeTempDir('vic-contract-localdisk-');
       const group = makeGroup(dir, clock);
       const make = (extra: Partial<ImageManagerOptions> = {}): LocalDiskImageManager =>
-        new LocalDiskImageManager({ host: 'host1', volumeGroup: group, lockDir: path.join(dir, 'locks'), source, clock, lockStaleMs: 2000, ...extra });
+        new LocalDiskImageManager({ host: 'host1', volumeGroup: group, lockDir: path.join(dir, 'locks'), source, clock, lockStaleMs: 2000, ...metadataIoFromEnv(), ...extra });
       const manager = make();
       const find = async (name: string): Promise<{ lastUsedMs: number } | undefined> => (await group.listDisks()).find((d) => d.name === name);
       return {

@@ -21,6 +21,7 @@ import path from 'node:path';
 import { FIRST_READ_BYTES, inspectDiskImageHead, readBackingFile } from '../../disk/qcow2-header.js';
 import { UnusablePathError } from '../../errors.js';
 import { OWN_STAGING_NAME, STAGING_NAME } from '../../fetch/staging.js';
+import type { MetadataFs } from '../../fs/metadata-fs.js';
 import { isMovedAside } from '../../regular-file.js';
 import { headBytes, readInstanceDirectories, readInstanceDirectoriesOnWorker } from './instance-dir-reader.js';
 import type { InstanceDirListing, ReadProgress, ReaderRules } from './instance-dir-reader.js';
@@ -61,6 +62,12 @@ export interface InstanceDisksScan {
 export interface CollectBackingFilesOptions {
   /** Directories from which a worker thread reads half of them. Default {@link WORKER_MIN_DIRECTORIES}. */
   readonly workerMinDirectories?: number | undefined;
+  /**
+   * The instances path's calls (see fs/metadata-fs.ts). Default synchronous. When they are on the
+   * thread pool (a network file system), every instance directory is read on the worker thread,
+   * whatever their number, so that a hung server never holds this thread.
+   */
+  readonly metadataFs?: MetadataFs | undefined;
 }
 
 /**
@@ -102,20 +109,22 @@ export async function collectBackingFiles(
 
 async function collect(instancesPath: string, names: readonly string[], options: CollectBackingFilesOptions): Promise<InstanceDisksScan> {
   const workerMin = options.workerMinDirectories ?? WORKER_MIN_DIRECTORIES;
-  // The worker reads the first half while this thread reads the second: the results are merged
-  // in directory order, exactly as one thread would have produced them.
-  const offloaded = names.length >= workerMin ? Math.floor(names.length / 2) : 0;
+  const offThread = options.metadataFs !== undefined && (await options.metadataFs.mode()) === 'async';
+  // The worker reads the first half while this thread reads the second (or, off this thread, all
+  // of them): the results are merged in directory order, exactly as one thread would have
+  // produced them.
+  const offloaded = offThread ? names.length : names.length >= workerMin ? Math.floor(names.length / 2) : 0;
   const fromWorker = offloaded > 0 ? readInstanceDirectoriesOnWorker(instancesPath, names.slice(0, offloaded), RULES) : null;
   const mine = await readHere(instancesPath, names.slice(offloaded));
   let listings = mine;
   if (fromWorker !== null) {
     const worker = await fromWorker;
     // Whatever the worker did not get to (it failed, or could not start) is read here, so a real
-    // error is raised on this thread.
+    // error is raised on this thread (with synchronous calls even off-thread: a failure path).
     const rest = worker.failedAt === undefined ? [] : await readHere(instancesPath, names.slice(worker.failedAt, offloaded));
     listings = [...worker.listings, ...rest, ...mine];
   }
-  return interpret(instancesPath, listings);
+  return interpret(instancesPath, listings, options.metadataFs);
 }
 
 /**
@@ -131,7 +140,7 @@ async function readHere(instancesPath: string, names: readonly string[]): Promis
   return progress.listings;
 }
 
-async function interpret(instancesPath: string, listings: readonly InstanceDirListing[]): Promise<InstanceDisksScan> {
+async function interpret(instancesPath: string, listings: readonly InstanceDirListing[], metadataFs: MetadataFs | undefined): Promise<InstanceDisksScan> {
   const backing = new Map<string, string>();
   const staging: InstanceStagingFile[] = [];
   const scratch = new Uint8Array(RULES.headBytes);
@@ -147,7 +156,7 @@ async function interpret(instancesPath: string, listings: readonly InstanceDirLi
       } else {
         // The header points past the first bytes read (large clusters, long names): read it all.
         try {
-          backingFile = await readBackingFile(filePath);
+          backingFile = await readBackingFile(filePath, undefined, metadataFs);
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
           if (code === 'ENOENT' || code === 'ENOTDIR') continue;

@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { mkdirSync } from 'node:fs';
 import { inspectDiskImage } from '../../disk/qcow2-header.js';
 import type { DiskImageInfo } from '../../disk/qcow2-header.js';
 import { writeQcow2Overlay } from '../../disk/qcow2-overlay.js';
@@ -13,6 +12,7 @@ import { FlavorDiskSmallerThanImageError, InvalidDiskImageError, UnsupportedErro
 import type { ProgressListener } from '../../fetch/download.js';
 import { syncNewDirectories } from '../../fetch/durable.js';
 import { isRegularFile } from '../../fetch/file-target.js';
+import type { MetadataFs } from '../../fs/metadata-fs.js';
 
 /** Options of {@link LibvirtFileImageManager.createInstanceDisk}. */
 export interface CreateInstanceDiskOptions {
@@ -67,6 +67,8 @@ export interface InstanceDiskPlan {
   readonly cacheStatus: 'cached' | 'existing';
   /** fsync the new disk and the directories created for it. */
   readonly sync: boolean;
+  /** The file-system seam of the instances path. */
+  readonly metadataFs: MetadataFs;
 }
 
 /**
@@ -76,7 +78,7 @@ export interface InstanceDiskPlan {
  */
 export async function buildInstanceDisk(options: CreateInstanceDiskOptions, plan: InstanceDiskPlan): Promise<InstanceDiskResult> {
   const { imageId, instanceDir, signal } = options;
-  const { basePath, info, diskPath, format, cacheStatus, sync } = plan;
+  const { basePath, info, diskPath, format, cacheStatus, sync, metadataFs } = plan;
   if (info.header?.backingFile != null) {
     throw new InvalidDiskImageError(basePath, 'a base image must not have a backing file of its own', imageId);
   }
@@ -86,11 +88,11 @@ export async function buildInstanceDisk(options: CreateInstanceDiskOptions, plan
   }
   const virtualSize = Math.ceil(Math.max(requested, info.virtualSize) / 512) * 512;
   const common = { path: diskPath, format, basePath, cacheStatus, virtualSize };
-  if (await isRegularFile(diskPath)) return { ...common, created: false, copyMethod: null };
-  const created = ensureDirectory(instanceDir);
+  if (await isRegularFile(diskPath, metadataFs)) return { ...common, created: false, copyMethod: null };
+  const created = await ensureDirectory(instanceDir, metadataFs);
   if (sync && created !== undefined) await syncNewDirectories(instanceDir, created);
   if (format === 'qcow2') {
-    await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId, sync });
+    await writeQcow2Overlay(diskPath, { backingFile: basePath, backingFormat: info.format, virtualSize, imageId, sync, metadataFs });
     return { ...common, created: true, copyMethod: null };
   }
   if (info.format !== 'raw') {
@@ -105,9 +107,9 @@ export async function buildInstanceDisk(options: CreateInstanceDiskOptions, plan
  * directory is not a directory, which the fetch then reports). Anything but a regular file at the
  * name is refused (`InvalidDiskImageError`), never followed.
  */
-export async function inspectIfPresent(basePath: string, imageId: string): Promise<DiskImageInfo | null> {
+export async function inspectIfPresent(basePath: string, imageId: string, metadataFs: MetadataFs): Promise<DiskImageInfo | null> {
   try {
-    return await inspectDiskImage(basePath, imageId);
+    return await inspectDiskImage(basePath, imageId, { metadataFs });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
@@ -120,14 +122,14 @@ export async function inspectIfPresent(basePath: string, imageId: string): Promi
  * directory already), where a recursive mkdir costs a mkdir and a stat. Returns the outermost
  * directory it created, if any.
  */
-function ensureDirectory(dir: string): string | undefined {
+async function ensureDirectory(dir: string, metadataFs: MetadataFs): Promise<string | undefined> {
   try {
-    mkdirSync(dir);
+    await metadataFs.mkdir(dir);
     return dir;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') return undefined;
     if (code !== 'ENOENT') throw err;
-    return mkdirSync(dir, { recursive: true });
+    return metadataFs.mkdir(dir, true);
   }
 }

@@ -16,6 +16,8 @@ import { DiskFullError, InvalidConfigError } from '../../errors.js';
 import { fileFetchTarget } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { assertValidImageId, checkImageId, vouchFor } from '../../image-id.js';
+import { metadataFsFor } from '../../fs/choose-metadata-fs.js';
+import type { MetadataFs } from '../../fs/metadata-fs.js';
 import { isBoolean } from '../../options.js';
 import type { InUseSet } from '../../instances.js';
 import { statfsProbe, usageOfDirectory } from '../../capacity/statfs.js';
@@ -85,6 +87,8 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   #lastRegistration = Number.NEGATIVE_INFINITY;
   readonly #filesystemProbe: FilesystemProbe;
   readonly #syncInstanceDisks: boolean;
+  /** The metadata calls on the instances path (cache, instance directories): see fs/metadata-fs.ts. */
+  readonly #metadataFs: MetadataFs;
 
   /** @param options - instances path, host, image source and Nova's `[image_cache]` options */
   constructor(options: LibvirtFileImageManagerOptions) {
@@ -100,6 +104,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     this.lockDir = lockDir;
     this.#filesystemProbe = filesystemProbe ?? statfsProbe;
     this.#syncInstanceDisks = syncInstanceDisks ?? false;
+    this.#metadataFs = metadataFsFor(instancesPath, this.options.metadataIo);
     this.registry = new StorageRegistry({
       instancesPath,
       locks: this.locks,
@@ -136,7 +141,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /** {@inheritDoc ImageManager.scanBaseImages} */
   scanBaseImages(base: string): Promise<BaseImageScan> {
-    return scanBaseDirectory(base);
+    return scanBaseDirectory(base, this.#metadataFs);
   }
 
   /** {@inheritDoc ImageManager.getDiskUsage} */
@@ -187,15 +192,15 @@ export class LibvirtFileImageManager extends ImageManager<string> {
           name,
           async (): Promise<InstanceDiskResult | null> => {
             // The header read is the existence check too: one open instead of a stat and an open.
-            const info = await inspectIfPresent(basePath, imageId);
+            const info = await inspectIfPresent(basePath, imageId, this.#metadataFs);
             if (info === null) return null;
-            await touchFile(basePath, this.clock, true, this.log);
-            const built = await buildInstanceDisk(options, { basePath, info, diskPath, format, cacheStatus, sync: this.#syncInstanceDisks });
+            await touchFile(basePath, this.clock, true, this.log, this.#metadataFs);
+            const built = await buildInstanceDisk(options, { basePath, info, diskPath, format, cacheStatus, sync: this.#syncInstanceDisks, metadataFs: this.#metadataFs });
             usedBaseBytes = info.fileSize;
             // Touched again once the disk exists: a pass that scanned before the first touch and
             // read the instance directories before the disk appeared sees the base was used since
             // it began, and keeps it (the pass re-checks that under this lock).
-            if (built.created) await touchFile(basePath, this.clock, true, this.log);
+            if (built.created) await touchFile(basePath, this.clock, true, this.log, this.#metadataFs);
             return built;
           },
           { signal, imageId },
@@ -225,7 +230,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /** {@inheritDoc ImageManager.fetchTargetFor} */
   protected fetchTargetFor(imageId: string): FetchTarget {
-    return fileFetchTarget(imageId, this.#basePathOf(imageId));
+    return fileFetchTarget(imageId, this.#basePathOf(imageId), this.#metadataFs);
   }
 
   /**
@@ -265,7 +270,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   protected override async collectExtraInUse(_base: string, _inUse: InUseSet, scan: BaseImageScan): Promise<ReadonlyMap<string, string>> {
     // Our own names at the top are never instance directories, whatever is planted there.
     const ours = new Set([this.options.subdirectoryName, path.basename(this.lockDir), STORAGE_REGISTRY_FILE, PIN_FILE]);
-    const found = await collectBackingFiles(this.instancesPath, ours);
+    const found = await collectBackingFiles(this.instancesPath, ours, { metadataFs: this.#metadataFs });
     this.#instanceStaging.set(scan, found.staging);
     return found.backing;
   }
@@ -302,12 +307,12 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /** {@inheritDoc ImageManager.touchEntry} */
   protected override touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
-    return touchFile(path.join(this.baseDir, name), this.clock, tolerateEacces, this.log);
+    return touchFile(path.join(this.baseDir, name), this.clock, tolerateEacces, this.log, this.#metadataFs);
   }
 
   /** {@inheritDoc ImageManager.statEntry} */
   protected override statEntry(base: string, entry: CacheEntry): Promise<number | null> {
-    return mtimeOf(path.join(base, entry.name));
+    return mtimeOf(path.join(base, entry.name), this.#metadataFs);
   }
 
   /** {@inheritDoc ImageManager.removeEntry} */

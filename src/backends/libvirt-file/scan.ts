@@ -5,18 +5,22 @@
  *
  * @module
  */
-import { lstatSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { BaseImageScan, CacheEntry, StagingEntry } from '../../cache-entry.js';
 import { isStagingName, stagingFinalName } from '../../fetch/staging.js';
+import { syncMetadataFs } from '../../fs/metadata-fs.js';
+import type { MetadataFs } from '../../fs/metadata-fs.js';
 import { classifyBaseFileName } from './naming.js';
 
 /** Entries stat'ed between two yields to the event loop. */
 const YIELD_EVERY = 256;
 
-/** Lists and classifies `baseDir`. Entries vanishing during the scan are simply left out. */
-export async function scanBaseDirectory(baseDir: string): Promise<BaseImageScan> {
+/**
+ * Lists and classifies `baseDir`. Entries vanishing during the scan are simply left out. Each
+ * entry is stat'ed through `mfs` (default synchronous: see fs/metadata-fs.ts).
+ */
+export async function scanBaseDirectory(baseDir: string, mfs: MetadataFs = syncMetadataFs): Promise<BaseImageScan> {
   const dirents = await readdir(baseDir, { withFileTypes: true });
   const entries: CacheEntry[] = [];
   const staging: StagingEntry[] = [];
@@ -25,24 +29,18 @@ export async function scanBaseDirectory(baseDir: string): Promise<BaseImageScan>
     if (!dirent.isFile()) continue;
     const { name } = dirent;
     // Leftovers: interrupted downloads, and the checksum `.info` files Nova stopped writing in
-    // Newton and never cleans (gap D). Both are removed once stale.
+    // Newton and never cleans (docs/nova-parity.md, gap D). Both are removed once stale.
     const staged = isStagingName(name) || name.endsWith('.info');
     const kind = staged ? null : classifyBaseFileName(name);
     if (!staged && kind === null) continue;
-    // lstat synchronously in batches: cheaper than a thread-pool round trip per file, and the
-    // yields keep the event loop responsive.
+    // On a local file system the lstats are synchronous, in batches: cheaper than a thread-pool
+    // round trip per file, and the yields keep the event loop responsive.
     if (++sinceYield >= YIELD_EVERY) {
       sinceYield = 0;
       await new Promise((resolve) => setImmediate(resolve));
     }
-    let st;
-    try {
-      st = lstatSync(path.join(baseDir, name));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw err;
-    }
-    if (!st.isFile()) continue;
+    const st = await mfs.lstatIfAny(path.join(baseDir, name));
+    if (st === undefined || !st.isFile()) continue;
     if (kind === null) {
       // `.info` files have no writer; their lock is the base's, like a staging file's.
       const lockName = stagingFinalName(name) ?? (name.endsWith('.info') ? name.slice(0, -'.info'.length) : undefined);
