@@ -31,7 +31,7 @@ export interface TemplateHandlerContext {
   removeStaging(name: string): Promise<void>;
 }
 
-/** What {@link LinkingHandler.checkLinks} found, comparing the cache with the image store. */
+/** What `checkLinks` (the `link` handler) found, comparing the cache with the image store. */
 export interface LinkCheckReport {
   /** False when the store directory cannot be read: every fetch then downloads. */
   readonly storeAvailable: boolean;

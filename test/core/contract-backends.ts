@@ -2,7 +2,8 @@
 // how to name an image's entry, read an entry back, age it, and plant derived entries.
 import { readFile, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { FileVolumeGroup, LibvirtFileImageManager, LocalDiskImageManager, cacheFileName, novaImageDiskName } from '../../src/index.js';
+import { FileVolumeGroup, LibvirtFileImageManager, LocalDiskImageManager, cacheFileName } from '../../src/index.js';
+import { novaImageDiskName } from '../../src/backends/powervm-localdisk/naming.js';
 import type { CacheEntryKind, ImageManager, ImageManagerOptions, VolumeGroup } from '../../src/index.js';
 import { FakeVolumeGroup, MemoryImageManager } from '../../src/testing/index.js';
 import type { ManualClock, MemoryImageSource } from '../../src/testing/index.js';
