@@ -15,6 +15,8 @@ export { SingleFlight } from '../fetch/single-flight.js';
 export type { FlightResult } from '../fetch/single-flight.js';
 export { FilePinStore, MemoryPinStore } from '../pins.js';
 export { systemClock } from '../clock.js';
+// The type of the manager's protected `log`, which `touchFile` takes too.
+export type { Logger } from '../log.js';
 export { MAX_IMAGE_ID_BYTES, assertValidImageId } from '../image-id.js';
 export { fileFetchTarget, isRegularFile } from '../fetch/file-target.js';
 // The manager's protected `fetcher`: a backend's own spawn path fetches through it.
