@@ -11,12 +11,10 @@
 import { copyFile, lstat, mkdir, mkdtemp, readdir, rm, stat, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { GlanceImageSource, ImageManager } from 'virt-imagecache';
 import {
-  GlanceImageSource,
-  ImageManager,
   assertValidImageId,
   fileFetchTarget,
-  formatBytes,
   isRegularFile,
   isStagingName,
   mtimeOf,
@@ -25,7 +23,8 @@ import {
   touchFile,
   useCachedImage,
   usageOfDirectory,
-} from 'virt-imagecache';
+} from 'virt-imagecache/backend-kit';
+import { formatBytes } from 'virt-imagecache/cli';
 import type {
   BaseImageScan,
   CacheEntry,

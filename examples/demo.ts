@@ -9,14 +9,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import {
-  GlanceImageSource,
-  InProcessHostClient,
-  LibvirtFileImageManager,
-  createProgressBar,
-  formatBytes,
-  precacheImages,
-} from 'virt-imagecache';
+import { GlanceImageSource, InProcessHostClient, LibvirtFileImageManager, precacheImages } from 'virt-imagecache';
+import { createProgressBar, formatBytes } from 'virt-imagecache/cli';
 import type { InstanceRecord, RemovedEntry } from 'virt-imagecache';
 import { ManualClock, startFakeGlance } from 'virt-imagecache/testing';
 

@@ -15,14 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import {
-  GlanceImageSource,
-  HttpHostClient,
-  LibvirtFileImageManager,
-  createHostAgent,
-  formatBytes,
-  precacheImages,
-} from 'virt-imagecache';
+import { GlanceImageSource, HttpHostClient, LibvirtFileImageManager, createHostAgent, precacheImages } from 'virt-imagecache';
+import { formatBytes } from 'virt-imagecache/cli';
 import type { PrecacheEvent, PrecacheHost, PrecacheSummary } from 'virt-imagecache';
 import { startFakeGlance } from 'virt-imagecache/testing';
 

@@ -80,7 +80,7 @@ export interface ImageUsage {
   readonly instanceNames: string[];
 }
 
-/** The result of {@link computeInUse}. */
+/** The result of `computeInUse`. */
 export interface InUseSet {
   /** Image ids referenced as image, kernel or ramdisk, with usage counts. */
   readonly usedImages: ReadonlyMap<string, ImageUsage>;

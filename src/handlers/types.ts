@@ -35,7 +35,7 @@ export interface StagingSweepReport {
   readonly failures: readonly PassFailure[];
 }
 
-/** What {@link LinkingHandler.checkLinks} found, comparing the cache with the image store. */
+/** What `checkLinks` (the `link` handler) found, comparing the cache with the image store. */
 export interface LinkCheckReport {
   /** False when the store directory cannot be read: every fetch then downloads. */
   readonly storeAvailable: boolean;

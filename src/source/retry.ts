@@ -32,7 +32,7 @@ export function backoffDelay(retry: number, options: BackoffOptions): number {
   return Math.floor(unit * cap);
 }
 
-/** Options of {@link withRetry}. */
+/** Options of `withRetry`. */
 export interface RetryOptions extends BackoffOptions {
   /** Retries after the first attempt; `0` means a single attempt. */
   readonly retries: number;

@@ -3,7 +3,8 @@
 // plant derived entries.
 import { readFile, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { FileVolumeGroup, LibvirtFileImageManager, LocalDiskImageManager, cacheFileName, novaImageDiskName } from '../../src/index.js';
+import { FileVolumeGroup, LibvirtFileImageManager, LocalDiskImageManager, cacheFileName } from '../../src/index.js';
+import { novaImageDiskName } from '../../src/backends/powervm-localdisk/naming.js';
 import type { ImageManagerOptions, VolumeGroup } from '../../src/index.js';
 import { FakeVolumeGroup, MemoryImageManager } from '../../src/testing/index.js';
 import type { ContractBackend, ManualClock } from '../../src/testing/index.js';

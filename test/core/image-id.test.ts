@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { InvalidImageIdError, assertValidImageId } from '../../src/index.js';
+import { InvalidImageIdError } from '../../src/index.js';
+import { assertValidImageId } from '../../src/backend-kit/index.js';
 
 describe('image id validation', () => {
   for (const good of ['fd0cb2f1-8375-44c9-b1f4-3e1f4c4a8ef0', '1', 'image.v2_final', 'ünïcødé-ok', 'a'.repeat(255)]) {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { computeInUse, ephemeralBaseName, ephemeralExtension } from '../../src/index.js';
+import { ephemeralBaseName } from '../../src/index.js';
+import { computeInUse, ephemeralExtension } from '../../src/instances.js';
 import type { InstanceRecord } from '../../src/index.js';
 
 const instances: InstanceRecord[] = [

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { LockManager, isImageCacheError } from '../../src/index.js';
+import { isImageCacheError } from '../../src/index.js';
+import { LockManager } from '../../src/backend-kit/index.js';
 import { startChild, waitForLine } from '../helpers/child.js';
 import { listDir, makeTempDir } from '../helpers/tmp.js';
 

@@ -7,7 +7,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { LOCK_PREFIX, LockManager, ReadWriteLock, isImageCacheError } from '../../src/index.js';
+import { isImageCacheError } from '../../src/index.js';
+import { LockManager, ReadWriteLock } from '../../src/backend-kit/index.js';
+import { LOCK_PREFIX } from '../../src/fetch/lock-manager.js';
 import { killAll, killAndWait, startChild, waitForLine } from '../helpers/child.js';
 import { listDir, makeTempDir } from '../helpers/tmp.js';
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { SingleFlight, isImageCacheError } from '../../src/index.js';
+import { isImageCacheError } from '../../src/index.js';
+import { SingleFlight } from '../../src/backend-kit/index.js';
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   let resolve!: (v: T) => void;

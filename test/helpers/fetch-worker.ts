@@ -2,7 +2,8 @@
 // the cross-process single-flight and crash tests run several of these.
 import path from 'node:path';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
-import { ImageFetcher, LockManager, fileFetchTarget } from '../../src/index.js';
+import { LockManager, fileFetchTarget } from '../../src/backend-kit/index.js';
+import { ImageFetcher } from '../../src/fetch/image-fetcher.js';
 
 interface WorkerArgs {
   url: string;

@@ -5,7 +5,8 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { GlanceImageSource, LibvirtFileImageManager, createHostAgent, statfsProbe } from '../../src/index.js';
+import { GlanceImageSource, LibvirtFileImageManager, createHostAgent } from '../../src/index.js';
+import { statfsProbe } from '../../src/backend-kit/index.js';
 
 interface WorkerArgs {
   host: string;

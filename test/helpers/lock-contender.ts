@@ -3,7 +3,7 @@
 // `holdMs` later, `OUT <pid>` to the journal (O_APPEND: one line per write), and releases it.
 // Prints a JSON summary as its last line.
 import { appendFileSync } from 'node:fs';
-import { LockManager } from '../../src/index.js';
+import { LockManager } from '../../src/backend-kit/index.js';
 
 const { lockDir, name, staleMs, journal, goAt, rounds, holdMs } = JSON.parse(process.argv[2] ?? '{}') as {
   lockDir: string;

@@ -2,7 +2,7 @@
 // `skewMs` runs this process's wall clock that far ahead (negative: behind), as on a host whose
 // clock is wrong: every mtime it writes (the lock's refreshes) is off by as much. `hostname`
 // makes it claim another host, so a waiter cannot check its pid and must judge it by its refreshes.
-import { LockManager } from '../../src/index.js';
+import { LockManager } from '../../src/backend-kit/index.js';
 
 const { lockDir, name, staleMs, skewMs = 0, hostname } = JSON.parse(process.argv[2] ?? '{}') as {
   lockDir: string;

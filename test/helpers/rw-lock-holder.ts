@@ -1,5 +1,5 @@
 // Holds a readers/writer lock (shared or exclusive) until killed: the cross-process tests run this.
-import { LockManager, ReadWriteLock } from '../../src/index.js';
+import { LockManager, ReadWriteLock } from '../../src/backend-kit/index.js';
 
 const { lockDir, name, mode, staleMs } = JSON.parse(process.argv[2] ?? '{}') as {
   lockDir: string;

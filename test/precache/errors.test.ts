@@ -2,8 +2,7 @@
 // and a JSON form that survives the trip through a host agent.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type {
-  ImageCacheError} from '../../src/index.js';
+import type { ImageCacheError } from '../../src/index.js';
 import {
   CacheImageFailedError,
   HostTimeoutError,
@@ -12,9 +11,9 @@ import {
   ImageNotFoundError,
   InvalidPrecacheRequestError,
   RemoteImageCacheError,
-  decodeErrorJSON,
   isImageCacheError,
 } from '../../src/index.js';
+import { decodeErrorJSON } from '../../src/precache/index.js';
 
 describe('pre-caching errors', () => {
   const cases: [ImageCacheError, string, RegExp][] = [

@@ -129,7 +129,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     return path.join(this.baseDir, cacheFileName(imageId));
   }
 
-  /** {@inheritDoc ImageManager.getBase} */
+  /** {@inheritDoc CacheStoreBase.getBase} */
   async getBase(): Promise<string | null> {
     try {
       return (await stat(this.baseDir)).isDirectory() ? this.baseDir : null;
@@ -139,12 +139,12 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     }
   }
 
-  /** {@inheritDoc ImageManager.scanBaseImages} */
+  /** {@inheritDoc CacheStoreBase.scanBaseImages} */
   scanBaseImages(base: string): Promise<BaseImageScan> {
     return scanBaseDirectory(base, this.#metadataFs);
   }
 
-  /** {@inheritDoc ImageManager.getDiskUsage} */
+  /** {@inheritDoc CacheStoreBase.getDiskUsage} */
   override getDiskUsage(): Promise<number> {
     return cacheDiskUsage(this.instancesPath, this.baseDir);
   }
@@ -212,7 +212,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     return value;
   }
 
-  /** {@inheritDoc ImageManager.storageUsers} */
+  /** {@inheritDoc CacheStoreBase.storageUsers} */
   protected override async storageUsers(): Promise<readonly string[]> {
     const users = await this.registry.registerAndList(this.host);
     this.#lastRegistration = this.clock.now();
@@ -221,14 +221,14 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     return users.hosts.includes(this.host) ? users.hosts : [...users.hosts, this.host].sort();
   }
 
-  /** {@inheritDoc ImageManager.removalsSuspended} */
+  /** {@inheritDoc CacheStoreBase.removalsSuspended} */
   protected override removalsSuspended(): string | null {
     return this.#registryCorrupt
       ? 'the shared-storage registry (compute_nodes) is unreadable, so other hosts\u2019 instances are unknown'
       : null;
   }
 
-  /** {@inheritDoc ImageManager.fetchTargetFor} */
+  /** {@inheritDoc CacheStoreBase.fetchTargetFor} */
   protected fetchTargetFor(imageId: string): FetchTarget {
     return fileFetchTarget(imageId, this.#basePathOf(imageId), this.#metadataFs);
   }
@@ -305,17 +305,17 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     return result;
   }
 
-  /** {@inheritDoc ImageManager.touchEntry} */
+  /** {@inheritDoc CacheStoreBase.touchEntry} */
   protected override touchEntry(name: string, tolerateEacces: boolean): Promise<void> {
     return touchFile(path.join(this.baseDir, name), this.clock, tolerateEacces, this.log, this.#metadataFs);
   }
 
-  /** {@inheritDoc ImageManager.statEntry} */
+  /** {@inheritDoc CacheStoreBase.statEntry} */
   protected override statEntry(base: string, entry: CacheEntry): Promise<number | null> {
     return mtimeOf(path.join(base, entry.name), this.#metadataFs);
   }
 
-  /** {@inheritDoc ImageManager.removeEntry} */
+  /** {@inheritDoc CacheStoreBase.removeEntry} */
   protected override async removeEntry(base: string, entry: CacheEntry): Promise<void> {
     const file = path.join(base, entry.name);
     // Re-checked under the lock, without following links: only a regular file is ever unlinked.
@@ -344,7 +344,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
     }
   }
 
-  /** {@inheritDoc ImageManager.removeStaging} */
+  /** {@inheritDoc CacheStoreBase.removeStaging} */
   protected override async removeStaging(base: string, name: string): Promise<void> {
     await unlink(path.join(base, name));
   }

@@ -153,7 +153,7 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
     return findImageDisk(await listDisks(this.volumeGroup), imageId)?.name ?? null;
   }
 
-  /** {@inheritDoc ImageManager.getBase} */
+  /** {@inheritDoc CacheStoreBase.getBase} */
   getBase(): Promise<VolumeGroup> {
     return Promise.resolve(this.volumeGroup);
   }
@@ -307,7 +307,7 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
     }
   }
 
-  /** {@inheritDoc ImageManager.fetchTargetFor} */
+  /** {@inheritDoc CacheStoreBase.fetchTargetFor} */
   protected fetchTargetFor(imageId: string): FetchTarget {
     return new ImageDiskTarget({
       group: this.volumeGroup,
@@ -327,12 +327,12 @@ export class LocalDiskImageManager extends ImageManager<VolumeGroup> {
     return entry.imageId === null ? entry.name : novaImageDiskName(entry.imageId);
   }
 
-  /** {@inheritDoc ImageManager.touchEntry} */
+  /** {@inheritDoc CacheStoreBase.touchEntry} */
   protected override touchEntry(name: string): Promise<void> {
     return callVolumeGroup('touch', name, undefined, () => this.volumeGroup.touchDisk(name, this.clock.now()));
   }
 
-  /** {@inheritDoc ImageManager.statEntry} */
+  /** {@inheritDoc CacheStoreBase.statEntry} */
   protected override async statEntry(base: VolumeGroup, entry: CacheEntry): Promise<number | null> {
     return (await this.#ours(base, entry.name, entry.imageId))?.lastUsedMs ?? null;
   }

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { cacheFileName } from '../../../src/backends/libvirt-file/naming.js';
-import { LockManager } from '../../../src/index.js';
+import { LockManager } from '../../../src/backend-kit/index.js';
 import { listDir } from '../../helpers/tmp.js';
 import { makeFixture } from './fixture.js';
 import type { Fixture } from './fixture.js';

@@ -1,7 +1,8 @@
 // A localdisk manager over a FakeVolumeGroup (in memory) or a FileVolumeGroup (a temp dir), with a
 // manual clock, an in-memory image source and a lock directory in the temp dir.
 import path from 'node:path';
-import { DISK_OWNER, DISK_TAGS, FileVolumeGroup, LocalDiskImageManager } from '../../../src/index.js';
+import { FileVolumeGroup, LocalDiskImageManager } from '../../../src/index.js';
+import { DISK_OWNER, DISK_TAGS } from '../../../src/backends/powervm-localdisk/naming.js';
 import type { LocalDiskImageManagerOptions, VolumeGroup } from '../../../src/index.js';
 import { FakeVolumeGroup, ManualClock, MemoryImageSource } from '../../../src/testing/index.js';
 import type { MemoryImage } from '../../../src/testing/index.js';

@@ -13,7 +13,7 @@ import {
   novaImageDiskName,
   sanitizeForApi,
   uploadDiskName,
-} from '../../../src/index.js';
+} from '../../../src/backends/powervm-localdisk/naming.js';
 import type { VolumeGroupDisk } from '../../../src/index.js';
 import { TWIN_A, TWIN_B } from './fixture.js';
 

@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { open } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { FileVolumeGroup, VolumeGroupError, isImageCacheError, novaImageDiskName } from '../../../src/index.js';
+import { FileVolumeGroup, VolumeGroupError, isImageCacheError } from '../../../src/index.js';
+import { novaImageDiskName } from '../../../src/backends/powervm-localdisk/naming.js';
 import type { VolumeGroup } from '../../../src/index.js';
 import { FakeVolumeGroup } from '../../../src/testing/index.js';
 import { seededBytes } from '../../helpers/tmp.js';
