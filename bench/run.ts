@@ -21,9 +21,13 @@ for (const script of scripts) {
   const run = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', path.join(here, script)], { stdio: 'inherit' });
   if (run.status !== 0) failed += 1;
 }
-const results = JSON.parse(await readFile(RESULTS, 'utf8').catch(() => '{}')) as Record<string, { ratio?: number; target?: string; pass?: boolean }>;
+const results = JSON.parse(await readFile(RESULTS, 'utf8').catch(() => '{}')) as Record<
+  string,
+  { ratio?: number; target?: string; pass?: boolean; boundRatio?: number; boundTarget?: string; boundPass?: boolean }
+>;
 console.log('\n| bench | ratio | target | pass |\n|---|---|---|---|');
 for (const [name, r] of Object.entries(results)) {
   console.log(`| ${name} | ${r.ratio ?? ''} | ${r.target ?? ''} | ${r.pass === undefined ? '' : String(r.pass)} |`);
+  if (r.boundRatio !== undefined) console.log(`| ${name} vs physical bound | ${r.boundRatio} | ${r.boundTarget ?? ''} | ${String(r.boundPass)} |`);
 }
 process.exit(failed === 0 ? 0 : 1);
