@@ -10,35 +10,43 @@ import { FakeVolumeGroup, MemoryImageManager } from '../../src/testing/index.js'
 import type { ContractBackend, ManualClock } from '../../src/testing/index.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
-const memory: ContractBackend = {
-  name: 'in-memory',
-  kinds: new Set(['resized', 'swap', 'ephemeral']),
-  startsWithoutBase: true,
-  setup(clock, source) {
-    const make = (extra: Partial<ImageManagerOptions> = {}): MemoryImageManager => new MemoryImageManager({ host: 'host1', source, clock, ...extra });
-    const manager = make();
-    return Promise.resolve({
-      manager,
-      make,
-      entryName: (imageId) => imageId,
-      lockName: (imageId) => imageId,
-      names: () => Promise.resolve(manager.names()),
-      read: (name, length) => Promise.resolve(Buffer.from(manager.get(name)?.data ?? []).subarray(0, length)),
-      lastUsed: (name) => Promise.resolve(manager.get(name)?.lastUsedMs),
-      setLastUsed: (name, ms) => {
-        const entry = manager.get(name);
-        if (entry !== undefined) entry.lastUsedMs = ms;
-        return Promise.resolve();
-      },
-      plant: (kind, name, imageId) => {
-        const planted = kind === 'resized' ? `${imageId}_resized` : name;
-        manager.put(planted, Buffer.alloc(10), { kind, imageId: null });
-        return Promise.resolve(planted);
-      },
-      cleanup: () => Promise.resolve(),
-    });
-  },
-};
+/** The in-memory backend's harness over managers `create` makes (a subclass, to prove the suite fails). */
+export function memoryContractBackend(
+  name: string,
+  create: (options: ConstructorParameters<typeof MemoryImageManager>[0]) => MemoryImageManager,
+): ContractBackend {
+  return {
+    name,
+    kinds: new Set(['resized', 'swap', 'ephemeral']),
+    startsWithoutBase: true,
+    setup(clock, source) {
+      const make = (extra: Partial<ImageManagerOptions> = {}): MemoryImageManager => create({ host: 'host1', source, clock, ...extra });
+      const manager = make();
+      return Promise.resolve({
+        manager,
+        make,
+        entryName: (imageId) => imageId,
+        lockName: (imageId) => imageId,
+        names: () => Promise.resolve(manager.names()),
+        read: (name, length) => Promise.resolve(Buffer.from(manager.get(name)?.data ?? []).subarray(0, length)),
+        lastUsed: (name) => Promise.resolve(manager.get(name)?.lastUsedMs),
+        setLastUsed: (name, ms) => {
+          const entry = manager.get(name);
+          if (entry !== undefined) entry.lastUsedMs = ms;
+          return Promise.resolve();
+        },
+        plant: (kind, name, imageId) => {
+          const planted = kind === 'resized' ? `${imageId}_resized` : name;
+          manager.put(planted, Buffer.alloc(10), { kind, imageId: null });
+          return Promise.resolve(planted);
+        },
+        cleanup: () => Promise.resolve(),
+      });
+    },
+  };
+}
+
+const memory = memoryContractBackend('in-memory', (options) => new MemoryImageManager(options));
 
 const libvirtFile: ContractBackend = {
   name: 'libvirt-file',
