@@ -18,15 +18,11 @@ export {
   MAX_VIRTUAL_SIZE,
   MIN_CLUSTER_BITS,
   QCOW2_MAGIC,
-  detectFormat,
-  inspectDiskImage,
-  inspectDiskImageHead,
   parseQcow2Header,
-  readBackingFile,
-  readQcow2Header,
-  virtualSizeOf,
-} from './qcow2-header.js';
-export type { DiskFormat, DiskImageInfo, InspectDiskImageOptions, Qcow2Header } from './qcow2-header.js';
+} from './qcow2-format.js';
+export type { Qcow2Header } from './qcow2-format.js';
+export { detectFormat, inspectDiskImage, inspectDiskImageHead, readBackingFile, readQcow2Header, virtualSizeOf } from './qcow2-header.js';
+export type { DiskFormat, DiskImageInfo, InspectDiskImageOptions } from './qcow2-header.js';
 export { encodeQcow2Overlay, writeQcow2Overlay } from './qcow2-overlay.js';
 export type { BackingFormat, EncodedQcow2Overlay, Qcow2Chunk, Qcow2OverlayOptions } from './qcow2-overlay.js';
 export { SPARSE_COPY_BLOCK_BYTES, copyRawDisk, tryReflink } from './raw-copy.js';

@@ -23,22 +23,6 @@ import { isNotRegularFile, openRegularFile } from '../regular-file.js';
 import { FIRST_READ_BYTES, parseQcow2Prefix } from './qcow2-format.js';
 import type { Qcow2Header } from './qcow2-format.js';
 
-export {
-  EXT_BACKING_FORMAT,
-  FIRST_READ_BYTES,
-  INCOMPAT_COMPRESSION,
-  INCOMPAT_CORRUPT,
-  INCOMPAT_DATA_FILE,
-  INCOMPAT_DIRTY,
-  INCOMPAT_EXTENDED_L2,
-  MAX_BACKING_FILE_NAME_BYTES,
-  MAX_CLUSTER_BITS,
-  MAX_VIRTUAL_SIZE,
-  MIN_CLUSTER_BITS,
-  QCOW2_MAGIC,
-  parseQcow2Header,
-} from './qcow2-format.js';
-export type { Qcow2Header } from './qcow2-format.js';
 
 /** What an image file is, as far as this library cares. */
 export type DiskFormat = 'qcow2' | 'raw';

@@ -20,7 +20,7 @@ import {
   MAX_CLUSTER_BITS,
   MIN_CLUSTER_BITS,
   QCOW2_MAGIC,
-} from './qcow2-header.js';
+} from './qcow2-format.js';
 
 const log = createLogger('disk');
 

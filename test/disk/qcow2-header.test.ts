@@ -9,12 +9,12 @@ import { promisify } from 'node:util';
 import {
   detectFormat,
   inspectDiskImage,
-  parseQcow2Header,
   readBackingFile,
   readQcow2Header,
   virtualSizeOf,
 } from '../../src/disk/qcow2-header.js';
-import type { Qcow2Header } from '../../src/disk/qcow2-header.js';
+import { parseQcow2Header } from '../../src/disk/qcow2-format.js';
+import type { Qcow2Header } from '../../src/disk/qcow2-format.js';
 import { encodeQcow2Overlay } from '../../src/disk/qcow2-overlay.js';
 import type { Qcow2OverlayOptions } from '../../src/disk/qcow2-overlay.js';
 import { qemuImgCheck, qemuImgInfo, requireQemuImg, runQemuImg } from '../helpers/qemu.js';

@@ -1,6 +1,6 @@
 // qcow2 helpers shared by the header tests and the hostile-input suite.
 import assert from 'node:assert/strict';
-import type { Qcow2Header } from '../../src/disk/qcow2-header.js';
+import type { Qcow2Header } from '../../src/disk/qcow2-format.js';
 import type { EncodedQcow2Overlay } from '../../src/disk/qcow2-overlay.js';
 import { InvalidDiskImageError } from '../../src/errors.js';
 

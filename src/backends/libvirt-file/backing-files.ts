@@ -18,7 +18,8 @@
 import fs from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { FIRST_READ_BYTES, inspectDiskImageHead, readBackingFile } from '../../disk/qcow2-header.js';
+import { FIRST_READ_BYTES } from '../../disk/qcow2-format.js';
+import { inspectDiskImageHead, readBackingFile } from '../../disk/qcow2-header.js';
 import { UnusablePathError } from '../../errors.js';
 import { OWN_STAGING_NAME, STAGING_NAME } from '../../fetch/staging.js';
 import type { MetadataFs } from '../../fs/metadata-fs.js';
