@@ -110,6 +110,14 @@ export interface FakeGlanceOptions {
   readonly images?: Iterable<FakeImage> | undefined;
   /** When set, requests whose `X-Auth-Token` is not exactly this get 401. */
   readonly token?: string | undefined;
+  /**
+   * The fake's WAN link: caps the image data it sends, summed over every file response and
+   * connection, at about this many bytes per second, shared fairly between concurrent downloads
+   * (each per-image `throttleBytesPerSecond` still applies within it). Models a site's thin link to
+   * the image service; for several sites, each behind its own link, start one fake per site with
+   * the same images and give each site's hosts its own fake's URL. Default: no cap.
+   */
+  readonly linkBytesPerSecond?: number | undefined;
 }
 
 /** Requests received about one image. */
@@ -152,6 +160,8 @@ export interface FakeGlance extends AsyncDisposable {
   requests(imageId: string): FakeRequestCounts;
   /** File body bytes written for an image since start or {@link FakeGlance.resetStats}. */
   bytesServed(imageId: string): number;
+  /** File body bytes written for all images together since start or {@link FakeGlance.resetStats}. */
+  readonly totalBytesServed: number;
   /** Zeroes request counts, bytes served and the log (fault counts are kept). */
   resetStats(): void;
   /** Stops the server and closes every connection, keep-alive and stalled ones included. Idempotent. */

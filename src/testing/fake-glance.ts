@@ -15,8 +15,10 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from '../log.js';
 import type { FakeGlance, FakeGlanceOptions, FakeRequestRecord } from './fake-glance-types.js';
-import { serveFile, pause } from './glance-file.js';
-import { checkFaults, newState, serveMetadata } from './glance-images.js';
+import { serveFile } from './glance-file.js';
+import { GlanceLink } from './glance-link.js';
+import { pause } from './glance-pause.js';
+import { checkCount, checkFaults, newState, serveMetadata } from './glance-images.js';
 import type { ImageState } from './glance-images.js';
 import { sendCrash, sendError, sendJson } from './glance-responses.js';
 
@@ -71,6 +73,8 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
   const images = new Map<string, ImageState>();
   for (const image of options.images ?? []) images.set(image.id, newState(image));
   const { token } = options;
+  checkCount('linkBytesPerSecond', options.linkBytesPerSecond, 1);
+  const link = options.linkBytesPerSecond === undefined ? undefined : new GlanceLink(options.linkBytesPerSecond);
   let counts = new Map<string, MutableCounts>();
   let records: MutableRecord[] = [];
   let totalRequests = 0;
@@ -153,7 +157,7 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
       return;
     }
     if (kind === 'metadata') await serveMetadata(res, state);
-    else await serveFile(req, res, state, closed, isClosed, countsOf);
+    else await serveFile(req, res, state, closed, isClosed, countsOf, link);
   };
 
   const server: Server = createServer((req, res) => {
@@ -227,6 +231,11 @@ export async function startFakeGlance(options: FakeGlanceOptions = {}): Promise<
     },
     bytesServed(imageId) {
       return counts.get(imageId)?.bytes ?? 0;
+    },
+    get totalBytesServed() {
+      let total = 0;
+      for (const entry of counts.values()) total += entry.bytes;
+      return total;
     },
     resetStats() {
       counts = new Map();

@@ -1,12 +1,15 @@
 /**
  * `GET /v2/images/{id}/file`: the image's bytes, whole or a range, with the image's faults applied
- * (resets, stalls, throttling, wrong lengths) over the real socket.
+ * (resets, stalls, throttling, wrong lengths) over the real socket, paced by the fake's link if it
+ * has one.
  *
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createLogger } from '../log.js';
 import { BLOCK_SIZE, servedChunks } from './generated-content.js';
+import type { GlanceLink } from './glance-link.js';
+import { pause } from './glance-pause.js';
 import { publishedDigests } from './glance-images.js';
 import type { ImageState } from './glance-images.js';
 import { parseGlanceRange } from './glance-ranges.js';
@@ -14,22 +17,10 @@ import { sendCrash, sendError } from './glance-responses.js';
 
 const log = createLogger('fake-glance');
 
-/** Resolves after `ms`, or as soon as the response closes (the client went away). */
-export function pause(ms: number, closed: Promise<void>): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, ms);
-    }),
-    closed,
-  ]).finally(() => {
-    clearTimeout(timer);
-  });
-}
-
 /**
  * Answers a file request for `state`'s image; `countsOf` gives the counters its body bytes are
- * added to, and `closed` settles when the client goes away.
+ * added to, `closed` settles when the client goes away, and `link`, when the fake has one, paces
+ * the body together with every other response's.
  */
 export async function serveFile(
   req: IncomingMessage,
@@ -38,6 +29,7 @@ export async function serveFile(
   closed: Promise<void>,
   isClosed: () => boolean,
   countsOf: (imageId: string) => { bytes: number },
+  link: GlanceLink | undefined,
 ): Promise<void> {
   if (state.status === 'deactivated') {
     sendError(req, res, { status: 403, explanation: 'The requested image has been deactivated. Image data download is forbidden.' });
@@ -104,7 +96,8 @@ export async function serveFile(
   if (fault !== undefined) res.flushHeaders();
   const rate = faults.throttleBytesPerSecond;
   // Small enough slices that a throttled body flows smoothly, large ones otherwise.
-  const slice = rate === undefined ? BLOCK_SIZE : Math.max(1024, Math.min(256 * 1024, Math.floor(rate / 20)));
+  const own = rate === undefined ? BLOCK_SIZE : Math.max(1024, Math.min(256 * 1024, Math.floor(rate / 20)));
+  const slice = Math.min(own, link?.slice ?? own);
   const counters = countsOf(state.image.id);
   const began = performance.now();
   let sent = 0;
@@ -116,6 +109,10 @@ export async function serveFile(
       if (rate !== undefined) {
         const wait = began + (sent / rate) * 1000 - performance.now();
         if (wait > 1) await pause(wait, closed);
+        if (isClosed()) return;
+      }
+      if (link !== undefined) {
+        await link.send(piece.length, closed, isClosed);
         if (isClosed()) return;
       }
       at += piece.length;

@@ -48,7 +48,8 @@ function corrupt(hex: string): string {
   return (hex.startsWith('0') ? '1' : '0') + hex.slice(1);
 }
 
-function checkCount(name: string, value: unknown, min: number): void {
+/** Throws a RangeError unless `value` is undefined or a safe integer from `min` up. */
+export function checkCount(name: string, value: unknown, min: number): void {
   if (value !== undefined && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min)) {
     throw new RangeError(`fake glance: ${name} must be an integer from ${min} up, got ${inspect(value)}`);
   }
