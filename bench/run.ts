@@ -23,11 +23,21 @@ for (const script of scripts) {
 }
 const results = JSON.parse(await readFile(RESULTS, 'utf8').catch(() => '{}')) as Record<
   string,
-  { ratio?: number; target?: string; pass?: boolean; boundRatio?: number; boundTarget?: string; boundPass?: boolean }
+  {
+    ratio?: number;
+    target?: string;
+    pass?: boolean;
+    boundRatio?: number;
+    boundTarget?: string;
+    boundPass?: boolean;
+    /** More figures of the same bench, each a row of its own (e.g. bench/edge's Glance bytes per site). */
+    rows?: readonly { label: string; ratio: number; target: string; pass: boolean }[];
+  }
 >;
 console.log('\n| bench | ratio | target | pass |\n|---|---|---|---|');
 for (const [name, r] of Object.entries(results)) {
   console.log(`| ${name} | ${r.ratio ?? ''} | ${r.target ?? ''} | ${r.pass === undefined ? '' : String(r.pass)} |`);
   if (r.boundRatio !== undefined) console.log(`| ${name} vs physical bound | ${r.boundRatio} | ${r.boundTarget ?? ''} | ${String(r.boundPass)} |`);
+  for (const row of r.rows ?? []) console.log(`| ${name}: ${row.label} | ${row.ratio} | ${row.target} | ${String(row.pass)} |`);
 }
 process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,225 @@
+// bench/edge: edge sites on thin links. 3 sites x 10 hosts; each host is a real
+// LibvirtFileImageManager (its own instances path under a temp dir) behind a real host agent
+// (http.createServer(createHostAgent(...))) on loopback, asked through HttpHostClient. Each site
+// reaches Glance over its own WAN link: one fake Glance per site, all serving the same image, each
+// capped with the fake's `linkBytesPerSecond` (so a site's hosts share one link, fairly), while
+// hosts reach each other over loopback uncapped (the LAN).
+//
+//   (a) site-unaware fan-out (today): every host pulls the image from its site's Glance, so each
+//       link carries the image once per host;
+//   (b) site-aware: the hosts carry their `site`; per site one seed pulls from Glance and the
+//       others from their peers.
+// Targets (issue 16): Glance bytes per site = 1.00 x the image in (b); time of (b) <= 0.25 x (a).
+// (b) runs only where site-aware pre-caching exists: a small probe (two hosts of one site) must
+// report peer bytes, else (b) prints "n/a".
+//
+// Knobs: BENCH_EDGE_IMAGE_MIB (64), BENCH_EDGE_WAN_MIBPS (per site link, 16), BENCH_EDGE_SITES (3),
+// BENCH_EDGE_HOSTS_PER_SITE (10), BENCH_EDGE_CONCURRENCY (every host at once).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { GlanceImageSource, HttpHostClient, LibvirtFileImageManager, createHostAgent, precacheImages } from '../src/index.js';
+import type { PrecacheHost, PrecacheSummary } from '../src/index.js';
+import { startFakeGlance } from '../src/testing/fake-glance.js';
+import type { FakeGlance } from '../src/testing/fake-glance.js';
+import { MiB, recordResult, timed } from './lib.js';
+
+const SITES = Number(process.env.BENCH_EDGE_SITES ?? 3);
+const HOSTS_PER_SITE = Number(process.env.BENCH_EDGE_HOSTS_PER_SITE ?? 10);
+const IMAGE_BYTES = Number(process.env.BENCH_EDGE_IMAGE_MIB ?? 64) * MiB;
+const WAN_BYTES_PER_SECOND = Number(process.env.BENCH_EDGE_WAN_MIBPS ?? 16) * MiB;
+const CONCURRENCY = Number(process.env.BENCH_EDGE_CONCURRENCY ?? SITES * HOSTS_PER_SITE);
+const IMAGE = 'bench-edge-image';
+const TOKEN = 'bench-edge-agent-token';
+const TIME_TARGET = 0.25;
+
+/** A site: its name and the Glance behind its WAN link. */
+interface Site {
+  readonly name: string;
+  readonly glance: FakeGlance;
+}
+
+/** A compute host: its cache, behind its agent on loopback. */
+interface Host {
+  readonly name: string;
+  readonly site: string;
+  readonly url: string;
+  readonly server: Server;
+}
+
+/** Where one fan-out's bytes came from, per site, and how long it took. */
+interface Run {
+  readonly ms: number;
+  /** Bytes each site's Glance served, in site order. */
+  readonly glanceBytes: readonly number[];
+  /** Bytes the hosts reported from peers, all sites together. */
+  readonly peerBytes: number;
+}
+
+/** Bytes an image result reports from peers; 0 on a tree whose results carry no `bytesFrom`. */
+function peerBytesOf(summary: PrecacheSummary): number {
+  let total = 0;
+  for (const host of summary.hosts) {
+    for (const image of host.images) {
+      const { bytesFrom } = image as { bytesFrom?: readonly { from: string; bytes: number }[] };
+      for (const part of bytesFrom ?? []) if (part.from.startsWith('peer:')) total += part.bytes;
+    }
+  }
+  return total;
+}
+
+async function startSites(count: number, size: number, linkBytesPerSecond: number | undefined): Promise<Site[]> {
+  return Promise.all(
+    Array.from({ length: count }, async (_, i) => {
+      const glance = await startFakeGlance({ images: [{ id: IMAGE, content: { size, seed: 16 } }], linkBytesPerSecond });
+      // Warm the digests (computed once per fake) before anything is timed.
+      await fetch(`${glance.url}/v2/images/${IMAGE}`);
+      return { name: `site-${String(i + 1)}`, glance };
+    }),
+  );
+}
+
+/** Starts `perSite` hosts per site, each with a fresh cache under `root`, its agent on 127.0.0.1. */
+async function startHosts(root: string, sites: readonly Site[], perSite: number): Promise<Host[]> {
+  const specs = sites.flatMap((site) => Array.from({ length: perSite }, (_, i) => ({ site, name: `${site.name}-host-${String(i + 1).padStart(2, '0')}` })));
+  return Promise.all(
+    specs.map(async ({ site, name }) => {
+      const manager = new LibvirtFileImageManager({
+        host: name,
+        instancesPath: path.join(root, name),
+        source: new GlanceImageSource({ endpoint: site.glance.url }),
+      });
+      const server = createServer(createHostAgent(manager, { token: TOKEN }));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const { port } = server.address() as AddressInfo;
+      return { name, site: site.name, url: `http://127.0.0.1:${String(port)}`, server };
+    }),
+  );
+}
+
+async function stopHosts(hosts: readonly Host[]): Promise<void> {
+  await Promise.all(
+    hosts.map(
+      ({ server }) =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => {
+            resolve();
+          });
+        }),
+    ),
+  );
+}
+
+/**
+ * Pre-caches the image on every host (fresh caches), site-aware or not, and measures the time and
+ * each site's Glance bytes.
+ */
+async function fanOut(sites: readonly Site[], perSite: number, siteAware: boolean): Promise<Run> {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'vic-bench-edge-'));
+  const hosts = await startHosts(root, sites, perSite);
+  try {
+    for (const site of sites) site.glance.resetStats();
+    // Built, not written as PrecacheHost literals: `site` is checked at run time (the probe), so
+    // this file compiles on a tree without it too.
+    const aggregateHosts: PrecacheHost[] = hosts.map(({ name, site }) => ({ name, cell: 'edge', ...(siteAware ? { site } : {}) }));
+    const first = sites[0];
+    if (first === undefined) throw new Error('no sites');
+    const { ms, value: summary } = await timed(() =>
+      precacheImages({
+        aggregate: { id: 16, name: 'edge', hosts: aggregateHosts },
+        imageIds: [IMAGE],
+        source: new GlanceImageSource({ endpoint: first.glance.url }),
+        client: new HttpHostClient({ endpoints: Object.fromEntries(hosts.map((host) => [host.name, host.url])), token: TOKEN }),
+        concurrency: Math.min(CONCURRENCY, hosts.length),
+      }),
+    );
+    if (summary.counts.cached !== hosts.length) {
+      throw new Error(`expected ${String(hosts.length)} hosts cached, got ${JSON.stringify(summary.counts)}: ${JSON.stringify(summary.hosts.filter((h) => h.error !== null).slice(0, 3))}`);
+    }
+    return { ms, glanceBytes: sites.map((site) => site.glance.bytesServed(IMAGE)), peerBytes: peerBytesOf(summary) };
+  } finally {
+    await stopHosts(hosts);
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+/** True when this tree pre-caches site-aware: two hosts of one site, the second fed by the first. */
+async function siteAwareOnThisTree(): Promise<boolean> {
+  const probe = await startSites(1, MiB, undefined);
+  try {
+    const run = await fanOut(probe, 2, true);
+    return run.peerBytes > 0;
+  } catch (error) {
+    console.log(`  site-aware probe failed: ${error instanceof Error ? error.message : String(error)}`);
+    return false;
+  } finally {
+    await Promise.all(probe.map((site) => site.glance.close()));
+  }
+}
+
+const round2 = (n: number): number => Number(n.toFixed(2));
+const mib = (bytes: number): string => `${(bytes / MiB).toFixed(0)} MiB`;
+const hosts = SITES * HOSTS_PER_SITE;
+console.log(
+  `edge: ${String(SITES)} sites x ${String(HOSTS_PER_SITE)} hosts, image ${mib(IMAGE_BYTES)}, ` +
+    `WAN ${mib(WAN_BYTES_PER_SECOND)}/s per site, LAN uncapped loopback, concurrency ${String(Math.min(CONCURRENCY, hosts))}`,
+);
+const siteAware = await siteAwareOnThisTree();
+const sites = await startSites(SITES, IMAGE_BYTES, WAN_BYTES_PER_SECOND);
+try {
+  // (a) today: every host pulls from its site's Glance. Each link carries the image once per
+  // host: no faster than perSite x image / WAN.
+  const floorMs = ((HOSTS_PER_SITE * IMAGE_BYTES) / WAN_BYTES_PER_SECOND) * 1000;
+  const unaware = await fanOut(sites, HOSTS_PER_SITE, false);
+  const unawareGlance = unaware.glanceBytes.map((bytes) => round2(bytes / IMAGE_BYTES));
+  console.log(
+    `  (a) site-unaware: ${(unaware.ms / 1000).toFixed(1)} s (the links' floor ${(floorMs / 1000).toFixed(1)} s), ` +
+      `Glance bytes per site ${unawareGlance.map((r) => `${String(r)}x`).join(', ')} the image`,
+  );
+  const figures: Record<string, unknown> = {
+    sites: SITES,
+    hostsPerSite: HOSTS_PER_SITE,
+    imageBytes: IMAGE_BYTES,
+    wanBytesPerSecond: WAN_BYTES_PER_SECOND,
+    concurrency: Math.min(CONCURRENCY, hosts),
+    unawareMs: Math.round(unaware.ms),
+    unawareFloorMs: Math.round(floorMs),
+    unawareGlanceBytesPerSite: unaware.glanceBytes,
+    unawareGlanceRatioPerSite: unawareGlance,
+  };
+  if (!siteAware) {
+    console.log('  (b) site-aware: n/a (site-aware pre-caching not on this tree)');
+    await recordResult('edge', { ...figures, target: `time <= ${String(TIME_TARGET)} x site-unaware; Glance bytes per site = 1.00 x image (site-aware n/a on this tree)` });
+  } else {
+    // (b) site-aware: per site, Glance once, the rest from peers over the LAN.
+    const aware = await fanOut(sites, HOSTS_PER_SITE, true);
+    const awareGlance = aware.glanceBytes.map((bytes) => round2(bytes / IMAGE_BYTES));
+    const ratio = aware.ms / unaware.ms;
+    const glanceRatio = Math.max(...awareGlance);
+    const timePass = ratio <= TIME_TARGET;
+    const glancePass = awareGlance.every((r) => r === 1);
+    console.log(
+      `  (b) site-aware: ${(aware.ms / 1000).toFixed(1)} s, Glance bytes per site ${awareGlance.map((r) => `${String(r)}x`).join(', ')} the image, ` +
+        `${mib(aware.peerBytes)} from peers\n` +
+        `  time ratio ${ratio.toFixed(3)} (target <= ${String(TIME_TARGET)}) -> ${timePass ? 'PASS' : 'MISS'}; ` +
+        `Glance per site ${String(glanceRatio)}x (target 1.00x) -> ${glancePass ? 'PASS' : 'MISS'}`,
+    );
+    await recordResult('edge', {
+      ...figures,
+      awareMs: Math.round(aware.ms),
+      awareGlanceBytesPerSite: aware.glanceBytes,
+      awareGlanceRatioPerSite: awareGlance,
+      awarePeerBytes: aware.peerBytes,
+      ratio: Number(ratio.toFixed(3)),
+      target: `ratio <= ${String(TIME_TARGET)}`,
+      pass: timePass,
+      rows: [{ label: 'Glance bytes per site / image', ratio: glanceRatio, target: '= 1.00', pass: glancePass }],
+    });
+  }
+} finally {
+  await Promise.all(sites.map((site) => site.glance.close()));
+}
