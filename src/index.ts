@@ -92,6 +92,10 @@ export type { GlanceImageSourceOptions } from './source/glance-options.js';
 export type { ImageInfo, ImageSource, OpenImageOptions, SourceCallOptions } from './source/image-source.js';
 export type { ImageReader } from './source/image-reader.js';
 export type { BackoffOptions, RetryOptions } from './source/retry.js';
+// The site's peers: bytes from hosts that hold the image, trust (metadata, digest) from the service.
+export { PeerImageSource } from './peer/peer-image-source.js';
+export type { PeerEvent, PeerImageSourceOptions } from './peer/peer-options.js';
+export type { ByteOrigin, BytesFrom, PeerEndpoint } from './peer/types.js';
 export type { DownloadProgress, DownloadResult, ProgressListener } from './fetch/download.js';
 export type { FetchTarget } from './fetch/image-fetcher.js';
 export type { StagingSink } from './fetch/staging.js';
@@ -121,6 +125,7 @@ export {
   InvalidPrecacheRequestError,
   LockTimeoutError,
   NotAuthorizedError,
+  PeerUnavailableError,
   RemoteImageCacheError,
   SizeMismatchError,
   UnsupportedError,
@@ -128,7 +133,7 @@ export {
   VolumeGroupError,
   isImageCacheError,
 } from './errors.js';
-export type { ImageCacheErrorCode, ImageCacheErrorJSON, ImageCacheErrorOptions, VolumeGroupFailure } from './errors.js';
+export type { ImageCacheErrorCode, ImageCacheErrorJSON, ImageCacheErrorOptions, PeerFailureReason, VolumeGroupFailure } from './errors.js';
 
 // Options.
 export { DEFAULT_OPTIONS, resolveImageCacheOptions } from './options.js';
@@ -165,6 +170,7 @@ export type { PrecacheRequestOptions } from './precache/request.js';
 export type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './precache/results.js';
 export type { HostCacheOptions, HostClient, PrecacheHost } from './precache/host-client.js';
 export { InProcessHostClient } from './precache/in-process-host-client.js';
+export type { InProcessHostClientOptions } from './precache/in-process-host-client.js';
 export { createHostAgent } from './precache/host-agent.js';
 export type { HostAgentHandler, HostAgentOptions } from './precache/host-agent.js';
 export { HttpHostClient } from './precache/http-host-client.js';

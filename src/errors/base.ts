@@ -31,7 +31,9 @@ export type ImageCacheErrorCode =
   | 'ERR_CACHE_FAILED'
   | 'ERR_HOST_UNAUTHORIZED'
   | 'ERR_HOST_UNAVAILABLE'
-  | 'ERR_HOST_TIMEOUT';
+  | 'ERR_HOST_TIMEOUT'
+  // Site peers (src/peer/)
+  | 'ERR_PEER_UNAVAILABLE';
 
 const brand = Symbol.for('virt-imagecache.ImageCacheError');
 

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { PeerEndpoint } from '../peer/types.js';
 import type { PrecacheRequestOptions } from './request.js';
 import type { HostCacheReport } from './results.js';
 
@@ -26,6 +27,11 @@ export interface PrecacheHost {
 export interface HostCacheOptions extends PrecacheRequestOptions {
   /** Aborted when the caller gives up: the per-host timeout expired or the request was cancelled. */
   readonly signal: AbortSignal;
+  /**
+   * Hosts of the same site the host may read the images from (their agents), before the image
+   * service: see `CacheImagesOptions.peers`.
+   */
+  readonly peers?: readonly PeerEndpoint[] | undefined;
 }
 
 /** Asks one host to pre-cache images. */

@@ -13,12 +13,15 @@ import type { HostCacheReport } from './results.js';
 /** Calls {@link cacheImages} on the manager registered for each host. */
 export class InProcessHostClient implements HostClient {
   readonly #managers: ReadonlyMap<string, ImageManager>;
+  readonly #peerToken: string | undefined;
 
   /**
    * @param managers - host name → manager, or a list of managers registered under their `host`
+   * @param options - `peerToken`: the token of the peers' agents, for requests that name peers
    */
-  constructor(managers: ReadonlyMap<string, ImageManager> | Iterable<ImageManager>) {
+  constructor(managers: ReadonlyMap<string, ImageManager> | Iterable<ImageManager>, options: InProcessHostClientOptions = {}) {
     this.#managers = isMap(managers) ? new Map(managers) : new Map([...managers].map((manager) => [manager.host, manager]));
+    this.#peerToken = options.peerToken;
   }
 
   /** Runs {@link cacheImages} on `host`'s manager. */
@@ -27,8 +30,17 @@ export class InProcessHostClient implements HostClient {
     if (manager === undefined) {
       return Promise.reject(new HostUnavailableError(host.name, 'no image manager is registered for it in this InProcessHostClient'));
     }
-    return cacheImages(manager, imageIds, options);
+    return cacheImages(manager, imageIds, { ...options, peerToken: this.#peerToken });
   }
+}
+
+/** Options of {@link InProcessHostClient}. */
+export interface InProcessHostClientOptions {
+  /**
+   * The bearer token of the peers' agents, sent when a request names peers to read from
+   * (`HostCacheOptions.peers`). Required for such requests.
+   */
+  readonly peerToken?: string | undefined;
 }
 
 function isMap(value: ReadonlyMap<string, ImageManager> | Iterable<ImageManager>): value is ReadonlyMap<string, ImageManager> {

@@ -101,7 +101,7 @@ export function skippedOutcome(host: string, cell: string, imageIds: readonly st
     host,
     cell,
     status: 'skipped',
-    images: imageIds.map((imageId) => ({ imageId, status: 'skipped', error: null, bytes: 0, durationMs: 0, pinnedUntil: null })),
+    images: imageIds.map((imageId) => ({ imageId, status: 'skipped', error: null, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [] })),
     error: null,
     durationMs: 0,
   };
@@ -119,7 +119,7 @@ export function failedOutcome(
     host,
     cell,
     status: 'failed',
-    images: imageIds.map((imageId) => ({ imageId, status: 'error', error, bytes: 0, durationMs: 0, pinnedUntil: null })),
+    images: imageIds.map((imageId) => ({ imageId, status: 'error', error, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [] })),
     error,
     durationMs,
   };

@@ -12,6 +12,7 @@
  */
 import { InvalidConfigError, InvalidPrecacheRequestError, RemoteImageCacheError } from '../errors.js';
 import type { ImageCacheErrorCode, ImageCacheErrorJSON } from '../errors.js';
+import type { ByteOrigin, BytesFrom } from '../peer/types.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
 import type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './results.js';
@@ -153,7 +154,7 @@ export function decodeHostCacheReport(host: string, value: unknown): HostCacheRe
   if (!Array.isArray(images)) throw new Error('the answer has no "images" list');
   const decoded = (images as unknown[]).map((item, i): PrecacheImageResult => {
     const fields = (typeof item === 'object' && item !== null ? item : {}) as Record<string, unknown>;
-    const { imageId, status, error, bytes, pinnedUntil } = fields;
+    const { imageId, status, error, bytes, pinnedUntil, bytesFrom } = fields;
     if (typeof imageId !== 'string' || typeof status !== 'string' || !STATUSES.has(status)) {
       throw new Error(`images[${i}] has no valid imageId and status`);
     }
@@ -170,7 +171,21 @@ export function decodeHostCacheReport(host: string, value: unknown): HostCacheRe
       bytes: typeof bytes === 'number' ? bytes : 0,
       durationMs: typeof fields.durationMs === 'number' ? fields.durationMs : 0,
       pinnedUntil: typeof pinnedUntil === 'number' ? pinnedUntil : null,
+      bytesFrom: decodeBytesFrom(bytesFrom),
     };
   });
   return { host, images: decoded, durationMs: typeof durationMs === 'number' ? durationMs : 0 };
+}
+
+/**
+ * Reads a result's `bytesFrom`, tolerantly: an older agent sends none (an empty list), and an entry
+ * that is not `{from: 'glance' | 'peer:<host>', bytes: <count>}` is dropped.
+ */
+function decodeBytesFrom(value: unknown): BytesFrom[] {
+  if (!Array.isArray(value)) return [];
+  return (value as unknown[]).flatMap((entry): BytesFrom[] => {
+    const { from, bytes } = (typeof entry === 'object' && entry !== null ? entry : {}) as Record<string, unknown>;
+    const origin = typeof from === 'string' && (from === 'glance' || /^peer:.+/.test(from)) ? (from as ByteOrigin) : undefined;
+    return origin !== undefined && typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= 0 ? [{ from: origin, bytes }] : [];
+  });
 }
