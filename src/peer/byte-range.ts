@@ -31,8 +31,8 @@ export function rangeOf(header: string | undefined, size: number): RangeAnswer {
     return { kind: 'part', first: Math.max(0, size - length), last: size - 1 };
   }
   const first = Number(from);
-  const last = to === '' ? size - 1 : Number(to);
-  if (!Number.isSafeInteger(first) || !Number.isSafeInteger(last) || last < first) return { kind: 'whole' };
+  const last = to === '' ? Number.POSITIVE_INFINITY : Number(to);
+  if (!Number.isSafeInteger(first) || (to !== '' && (!Number.isSafeInteger(last) || last < first))) return { kind: 'whole' };
   if (first >= size) return { kind: 'unsatisfiable' };
   return { kind: 'part', first, last: Math.min(last, size - 1) };
 }
