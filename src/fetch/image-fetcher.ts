@@ -15,6 +15,10 @@
  *
  * The existence test is repeated inside the lock, so N callers in M processes download once.
  *
+ * A download that fails verification is downloaded again from the start only when its source
+ * blames one of its origins for it (`ImageSource.verificationFailed`: a `PeerImageSource` blames
+ * the peers that served bytes, and skips them from then on); otherwise the failure is the fetch's.
+ *
  * @module
  */
 import pLimit from 'p-limit';

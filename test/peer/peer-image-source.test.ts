@@ -329,6 +329,28 @@ describe('PeerImageSource on a loopback site', () => {
     assert.equal(glance.bytesServed(IMAGE), SIZE);
   });
 
+  it('open() streams the same bytes across peers (the first vanishing mid-body)', async () => {
+    glance.resetStats();
+    const gone = keep(await vanishing('half-gone', HALF));
+    const source = new PeerImageSource({ upstream: new GlanceImageSource({ endpoint: glance.url }), peers: [gone.endpoint, seedPeer], token: SITE_TOKEN, ...FAST });
+    const chunks: Buffer[] = [];
+    for await (const chunk of await source.open(IMAGE)) chunks.push(chunk as Buffer);
+    assert.equal(sha256(Buffer.concat(chunks)), sha256(BYTES));
+    assert.equal(glance.bytesServed(IMAGE), 0);
+  });
+
+  it('options are checked: the token, each peer, the timeouts', () => {
+    const upstream = new GlanceImageSource({ endpoint: glance.url });
+    const make = (extra: Partial<PeerImageSourceOptions>): PeerImageSource => new PeerImageSource({ upstream, peers: [seedPeer], token: SITE_TOKEN, ...extra });
+    assert.throws(() => make({ token: 'has space' }), { code: 'ERR_INVALID_CONFIG', message: /token/ });
+    assert.throws(() => make({ peers: [{ name: 'x', url: 'ftp://host' }] }), { code: 'ERR_INVALID_CONFIG', message: /peers/ });
+    assert.throws(() => make({ peers: [{ name: '', url: seedAgent.url }] }), { code: 'ERR_INVALID_CONFIG', message: /peers/ });
+    assert.throws(() => make({ stallTimeoutMs: 0 }), { code: 'ERR_INVALID_CONFIG', message: /stallTimeoutMs/ });
+    assert.throws(() => make({ minBytesPerSecond: -1 }), { code: 'ERR_INVALID_CONFIG', message: /minBytesPerSecond/ });
+    assert.throws(() => make({ upstream: {} as GlanceImageSource }), { code: 'ERR_INVALID_CONFIG', message: /upstream/ });
+    assert.ok(make({}) instanceof PeerImageSource);
+  });
+
   it('a report without bytesFrom (an older agent) decodes as []; malformed entries are dropped', () => {
     const base = { imageId: IMAGE, status: 'cached', error: null, bytes: 1, durationMs: 1, pinnedUntil: null };
     const decoded = decodeHostCacheReport('h1', {
