@@ -16,7 +16,7 @@ import {
   cacheImages,
   createHostAgent,
 } from '../../src/index.js';
-import type { BytesFrom, CacheImageResult, PeerEndpoint, PeerEvent, PeerImageSourceOptions } from '../../src/index.js';
+import type { BytesFrom, CacheImageResult, ImageSource, PeerEndpoint, PeerEvent, PeerImageSourceOptions } from '../../src/index.js';
 import { decodeHostCacheReport } from '../../src/precache/index.js';
 import { startFakeGlance } from '../../src/testing/index.js';
 import type { FakeGlance } from '../../src/testing/index.js';
@@ -347,7 +347,7 @@ describe('PeerImageSource on a loopback site', () => {
     assert.throws(() => make({ peers: [{ name: '', url: seedAgent.url }] }), { code: 'ERR_INVALID_CONFIG', message: /peers/ });
     assert.throws(() => make({ stallTimeoutMs: 0 }), { code: 'ERR_INVALID_CONFIG', message: /stallTimeoutMs/ });
     assert.throws(() => make({ minBytesPerSecond: -1 }), { code: 'ERR_INVALID_CONFIG', message: /minBytesPerSecond/ });
-    assert.throws(() => make({ upstream: {} as GlanceImageSource }), { code: 'ERR_INVALID_CONFIG', message: /upstream/ });
+    assert.throws(() => make({ upstream: JSON.parse('{}') as ImageSource }), { code: 'ERR_INVALID_CONFIG', message: /upstream/ });
     assert.ok(make({}) instanceof PeerImageSource);
   });
 
