@@ -42,6 +42,9 @@ const DESCRIBED_MAX = 64;
  * {@link PeerImageSource.openReader}'s reader says how many bytes each origin delivered
  * (`bytesFrom()`).
  *
+ * Blame is kept per image by the source: give each manager (or each pre-cache request) its own
+ * source, so one download's peers are not blamed for another's.
+ *
  * @example
  * ```ts
  * const glance = new GlanceImageSource({ endpoint, token });

@@ -40,6 +40,8 @@ export function resolvePeer(peer: PeerEndpoint, settings: PeerSettings): Resolve
       minBytesPerSecond: settings.minBytesPerSecond,
       minSpeedWindowMs: settings.minSpeedWindowMs,
       retries: 0,
+      // Only an https:// agent has a certificate to check.
+      ca: new URL(peer.url).protocol === 'https:' ? settings.ca : undefined,
     }),
   };
 }

@@ -40,6 +40,8 @@ export interface PeerImageSourceOptions {
   readonly minBytesPerSecond?: number | undefined;
   /** The window of `minBytesPerSecond`, ms. Default 5000. */
   readonly minSpeedWindowMs?: number | undefined;
+  /** CA certificate(s), PEM, to trust for peers whose agents listen on `https://`. */
+  readonly ca?: string | Buffer | undefined;
   /** Told what happens with each peer (read from, left and why, blamed for a bad digest). */
   readonly onPeerEvent?: ((event: PeerEvent) => void) | undefined;
 }
@@ -75,9 +77,10 @@ export interface PeerSettings {
   readonly stallTimeoutMs: number;
   readonly minBytesPerSecond: number;
   readonly minSpeedWindowMs: number;
+  readonly ca: string | Buffer | undefined;
 }
 
-const DEFAULTS: PeerSettings = {
+const DEFAULTS: Omit<PeerSettings, 'ca'> = {
   connectTimeoutMs: 2000,
   headTimeoutMs: 5000,
   stallTimeoutMs: 5000,
@@ -105,7 +108,9 @@ export function resolvePeerSettings(options: PeerImageSourceOptions): PeerSettin
   if (typeof peers !== 'function' && !Array.isArray(peers)) throw new InvalidConfigError('peers', 'a list of {name, url}, or a function returning one', typeof peers);
   if (onPeerEvent !== undefined && typeof onPeerEvent !== 'function') throw new InvalidConfigError('onPeerEvent', 'a function', typeof onPeerEvent);
   checkAgentToken('token', options.token);
-  const timer = (name: keyof PeerSettings): number => {
+  const { ca } = options;
+  if (ca !== undefined && typeof ca !== 'string' && !Buffer.isBuffer(ca)) throw new InvalidConfigError('ca', 'a PEM string or Buffer', typeof ca);
+  const timer = (name: 'connectTimeoutMs' | 'headTimeoutMs' | 'stallTimeoutMs' | 'minSpeedWindowMs'): number => {
     const value = options[name] ?? DEFAULTS[name];
     integerBetween(1, MAX_TIMER_MS)(name, value);
     return value;
@@ -118,6 +123,7 @@ export function resolvePeerSettings(options: PeerImageSourceOptions): PeerSettin
     stallTimeoutMs: timer('stallTimeoutMs'),
     minBytesPerSecond,
     minSpeedWindowMs: timer('minSpeedWindowMs'),
+    ca,
   };
 }
 
