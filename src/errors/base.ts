@@ -31,7 +31,8 @@ export type ImageCacheErrorCode =
   | 'ERR_CACHE_FAILED'
   | 'ERR_HOST_UNAUTHORIZED'
   | 'ERR_HOST_UNAVAILABLE'
-  | 'ERR_HOST_TIMEOUT';
+  | 'ERR_HOST_TIMEOUT'
+  | 'ERR_PRECACHE_WINDOW_CLOSED';
 
 const brand = Symbol.for('virt-imagecache.ImageCacheError');
 

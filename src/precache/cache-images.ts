@@ -12,6 +12,7 @@ import { CacheImageFailedError, UnsupportedError, isImageCacheError } from '../e
 import type { ImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { ImageManager } from '../manager.js';
+import type { PeerEndpoint } from '../peer/types.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
 import type { HostCacheReport, PrecacheImageResult } from './results.js';
@@ -27,6 +28,8 @@ export interface CacheImagesOptions extends PrecacheRequestOptions {
   readonly signal?: AbortSignal | undefined;
   /** Called as each image finishes, in order. A listener that throws is logged and ignored. */
   readonly onImage?: ((result: PrecacheImageResult, index: number) => void) | undefined;
+  /** Hosts of this host's site to fetch the bytes from before the image service (see `HostCacheOptions.peers`). */
+  readonly peers?: readonly PeerEndpoint[] | undefined;
 }
 
 /** Anything thrown while caching, as a typed error about `imageId`. */
@@ -64,7 +67,7 @@ export async function cacheImages(
       warnedUnsupported = true;
       log('WARNING %s: the backend does not support image pre-caching; ignoring request (%s)', manager.host, error.message);
     }
-    return { imageId, status: 'unsupported', error, bytes: 0, durationMs: 0, pinnedUntil: null };
+    return { imageId, status: 'unsupported', error, bytes: 0, bytesFrom: [], durationMs: 0, pinnedUntil: null };
   };
   for (const imageId of ids) {
     throwIfAborted(signal, 'Pre-caching', imageId);
@@ -85,6 +88,7 @@ export async function cacheImages(
           status: cached.status,
           error: null,
           bytes: cached.bytes,
+          bytesFrom: cached.status === 'cached' ? [{ from: 'glance', bytes: cached.bytes }] : [],
           durationMs: performance.now() - imageStarted,
           pinnedUntil,
         };
@@ -95,7 +99,7 @@ export async function cacheImages(
           result = unsupported(imageId, error);
         } else {
           log('%s: failed to cache image %s: %s', manager.host, imageId, error.message);
-          result = { imageId, status: 'error', error, bytes: 0, durationMs: performance.now() - imageStarted, pinnedUntil: null };
+          result = { imageId, status: 'error', error, bytes: 0, bytesFrom: [], durationMs: performance.now() - imageStarted, pinnedUntil: null };
         }
       }
     }

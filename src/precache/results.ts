@@ -6,6 +6,7 @@
  * @module
  */
 import type { ImageCacheError } from '../errors.js';
+import type { BytesFrom } from '../peer/types.js';
 
 /**
  * The status of one image on one host (Nova's `cache_images` statuses):
@@ -26,6 +27,8 @@ export interface PrecacheImageResult {
   readonly error: ImageCacheError | null;
   /** Bytes downloaded for this image (0 unless `cached`). */
   readonly bytes: number;
+  /** Where those bytes came from, per origin (`[]` unless `cached`; a local fill reports `[]` too). */
+  readonly bytesFrom: readonly BytesFrom[];
   /** Time spent on this image, ms. */
   readonly durationMs: number;
   /** When the pin asked for expires (ms since the epoch), or null when none was asked or set. */

@@ -177,7 +177,7 @@ describe('virt-imagecache CLI', () => {
       const run = await cli([...args, '--down', 'agent-c', '--agent-token', 's3cret', '--json']);
       assert.equal(run.code, 3, run.stderr);
       const summary = JSON.parse(run.stdout) as { counts: Record<string, number> };
-      assert.deepEqual(summary.counts, { cached: 2, existing: 0, error: 0, unsupported: 0, skipped: 1 });
+      assert.deepEqual(summary.counts, { cached: 2, existing: 0, error: 0, unsupported: 0, skipped: 1, deferred: 0 });
       assert.equal(glance.bytesServed(IMAGE) - before, 2 * data.length);
       const again = await cli([...args, '--agent-token', 's3cret']);
       assert.equal(again.code, 0, again.stderr);
