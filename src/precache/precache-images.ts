@@ -37,8 +37,8 @@ import type { HostCall, PlannedHost } from './sites.js';
 import { describePrecacheSummary, summarise } from './summary.js';
 import type { PrecacheAggregateRef, PrecacheHostOutcome, PrecacheSummary } from './summary.js';
 import { groupByCell, lookUpImages, validateAggregate } from './validate-aggregate.js';
-import { nextWindow, toSchedule, waitForClock } from './window.js';
-import type { PrecacheSchedule, PrecacheWindow, PrecacheWindowRange } from './window.js';
+import { runInWindows, toSchedule } from './window.js';
+import type { PrecacheSchedule, PrecacheWindow } from './window.js';
 
 export { DEFAULT_CELL } from './validate-aggregate.js';
 
@@ -243,47 +243,22 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
     return paused;
   };
 
-  let lastEnd: number | null = null;
-  if (schedule === undefined) {
-    await round(undefined);
-  } else {
-    const emitWindow = (state: 'waiting' | 'open' | 'closed', window: PrecacheWindowRange, paused: readonly string[]): void => {
-      emit({ type: 'aggregate.cache_images.window', aggregate: ref, state, ...window, paused, remaining: plan.remaining.length });
-    };
-    let after = clock.now();
-    while (plan.remaining.length > 0 && !aborted()) {
-      const window = nextWindow(schedule, after);
-      if (window === null) break;
-      lastEnd = window.end;
-      after = window.end;
-      if (clock.now() < window.start) {
-        log('waiting for the pre-cache window from %s to %s', new Date(window.start).toISOString(), new Date(window.end).toISOString());
-        emitWindow('waiting', window, []);
-        try {
-          await waitForClock(clock, window.start, signal);
-        } catch {
-          break; // cancelled: the unfinished hosts fail with AbortedError below
-        }
-      }
-      if (clock.now() >= window.end) continue; // the clock jumped past it
-      emitWindow('open', window, []);
-      const closer = new AbortController();
-      const closed = new AbortController();
-      waitForClock(clock, window.end, closer.signal).then(
-        () => {
-          closed.abort(new PrecacheWindowClosedError(window.end));
-        },
-        () => undefined, // the round ended first
-      );
-      plan.startRound();
-      const paused = await round(closed.signal);
-      closer.abort();
-      if (plan.remaining.length > 0 && !aborted()) {
-        log('the pre-cache window closed with %d hosts unfinished (%d paused)', plan.remaining.length, paused.length);
-        emitWindow('closed', window, paused);
-      }
-    }
-  }
+  const lastEnd =
+    schedule === undefined
+      ? (await round(undefined), null)
+      : await runInWindows({
+          schedule,
+          clock,
+          signal,
+          unfinished: () => plan.remaining.length,
+          round: (windowSignal) => {
+            plan.startRound();
+            return round(windowSignal);
+          },
+          onWindow: (state, window, paused) => {
+            emit({ type: 'aggregate.cache_images.window', aggregate: ref, state, ...window, paused, remaining: plan.remaining.length });
+          },
+        });
 
   // Hosts left over: cancelled, or no window was left for them.
   for (const { host, place } of plan.remaining) {

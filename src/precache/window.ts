@@ -8,7 +8,10 @@
  */
 import { abortableSleep } from '../abort.js';
 import type { Clock, WaitableClock } from '../clock.js';
-import { InvalidConfigError } from '../errors.js';
+import { InvalidConfigError, PrecacheWindowClosedError } from '../errors.js';
+import { createLogger } from '../log.js';
+
+const log = createLogger('precache');
 
 /** One window, as given: `Date`s or ms since the epoch; `end` after `start`. */
 export interface PrecacheWindow {
@@ -115,6 +118,71 @@ export async function waitForClock(clock: Clock, atMs: number, signal: AbortSign
   for (let remaining = atMs - clock.now(); remaining > 0; remaining = atMs - clock.now()) {
     await abortableSleep(Math.min(remaining, POLL_MS), signal, 'Waiting for the pre-cache window');
   }
+}
+
+/** What {@link runInWindows} drives. */
+export interface WindowRounds {
+  /** The windows. */
+  readonly schedule: PrecacheSchedule;
+  /** Their time. */
+  readonly clock: Clock;
+  /** The request's signal: a cancel ends the wait for a window and the rounds. */
+  readonly signal: AbortSignal | undefined;
+  /** Hosts not finished yet. */
+  unfinished(): number;
+  /**
+   * Asks the unfinished hosts until they are done or `windowSignal` aborts (with a
+   * `PrecacheWindowClosedError` at the window's end); resolves to the hosts it paused.
+   */
+  round(windowSignal: AbortSignal): Promise<readonly string[]>;
+  /** A window state changed (the fan-out's `window` event). */
+  onWindow(state: 'waiting' | 'open' | 'closed', window: PrecacheWindowRange, paused: readonly string[]): void;
+}
+
+/**
+ * Runs rounds window after window until every host finished, no window is left, or the request
+ * is cancelled.
+ *
+ * @returns the end of the last window used, or null when the schedule had none
+ */
+export async function runInWindows(rounds: WindowRounds): Promise<number | null> {
+  const { schedule, clock, signal } = rounds;
+  // A function, not a narrowed property: the signal may fire during any await.
+  const cancelled = (): boolean => signal?.aborted === true;
+  let lastEnd: number | null = null;
+  let after = clock.now();
+  while (rounds.unfinished() > 0 && !cancelled()) {
+    const window = nextWindow(schedule, after);
+    if (window === null) break;
+    lastEnd = window.end;
+    after = window.end;
+    if (clock.now() < window.start) {
+      log('waiting for the pre-cache window from %s to %s', new Date(window.start).toISOString(), new Date(window.end).toISOString());
+      rounds.onWindow('waiting', window, []);
+      try {
+        await waitForClock(clock, window.start, signal);
+      } catch {
+        break; // cancelled: the caller fails the unfinished hosts
+      }
+    }
+    if (clock.now() >= window.end) continue; // the clock jumped past it
+    rounds.onWindow('open', window, []);
+    const roundOver = new AbortController();
+    const closed = new AbortController();
+    waitForClock(clock, window.end, roundOver.signal).then(
+      () => {
+        closed.abort(new PrecacheWindowClosedError(window.end));
+      },
+      () => undefined, // the round ended first
+    );
+    const paused = await rounds.round(closed.signal);
+    roundOver.abort();
+    if (rounds.unfinished() > 0 && !cancelled()) {
+      log('the pre-cache window closed with %d hosts unfinished (%d paused)', rounds.unfinished(), paused.length);
+      rounds.onWindow('closed', window, paused);
+    }
+  }
+  return lastEnd;
 }
 
 function isWaitable(clock: Clock): clock is WaitableClock {
