@@ -79,7 +79,7 @@ export type { CapacityNeeds, Watermarks } from './capacity/watermarks.js';
 export type { CacheStats, CountAndBytes } from './capacity/stats.js';
 export type { FilesystemProbe, FilesystemUsage } from './capacity/statfs.js';
 export type { PinMap, PinStore } from './pins.js';
-export type { Clock } from './clock.js';
+export type { Clock, WaitableClock } from './clock.js';
 
 // Instances, and the names Nova gives the bases of their swap and ephemeral disks.
 export { cacheFileName } from './backends/libvirt-file/naming.js';
@@ -121,6 +121,7 @@ export {
   InvalidPrecacheRequestError,
   LockTimeoutError,
   NotAuthorizedError,
+  PrecacheWindowClosedError,
   RemoteImageCacheError,
   SizeMismatchError,
   UnsupportedError,
@@ -152,6 +153,7 @@ export type {
   PrecacheHostOutcome,
   PrecacheHostStatus,
   PrecacheImageTally,
+  PrecacheSiteTotals,
   PrecacheSummary,
 } from './precache/summary.js';
 export type {
@@ -160,11 +162,17 @@ export type {
   PrecacheEvent,
   PrecacheProgressEvent,
   PrecacheStartEvent,
+  PrecacheWindowEvent,
 } from './precache/events.js';
+export { dailyWindow } from './precache/window.js';
+export type { DailyWindowOptions, PrecacheSchedule, PrecacheWindow, PrecacheWindowRange } from './precache/window.js';
+// Sites: who serves a site's peers, and where a download's bytes came from.
+export type { ByteOrigin, BytesFrom, PeerEndpoint } from './peer/types.js';
 export type { PrecacheRequestOptions } from './precache/request.js';
 export type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './precache/results.js';
 export type { HostCacheOptions, HostClient, PrecacheHost } from './precache/host-client.js';
 export { InProcessHostClient } from './precache/in-process-host-client.js';
+export type { InProcessHostClientOptions } from './precache/in-process-host-client.js';
 export { createHostAgent } from './precache/host-agent.js';
 export type { HostAgentHandler, HostAgentOptions } from './precache/host-agent.js';
 export { HttpHostClient } from './precache/http-host-client.js';

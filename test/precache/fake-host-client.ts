@@ -58,22 +58,26 @@ export class FakeHostClient implements HostClient {
   active = 0;
   maxActive = 0;
   readonly #answer: FakeAnswer;
-  readonly #endpoints: Readonly<Record<string, string>> | undefined;
+  readonly #endpoints: Readonly<Record<string, string>>;
 
   /**
    * @param answer - how each call answers
-   * @param endpoints - peer endpoints by host; undefined: the client has no `peerEndpointOf`
+   * @param endpoints - peer endpoints by host (none: no host has one)
    */
-  constructor(answer: FakeAnswer = cachedFromFirstPeer, endpoints?: Readonly<Record<string, string>>) {
+  constructor(answer: FakeAnswer = cachedFromFirstPeer, endpoints: Readonly<Record<string, string>> = {}) {
     this.#answer = answer;
     this.#endpoints = endpoints;
-    if (endpoints === undefined) this.peerEndpointOf = undefined;
   }
 
-  peerEndpointOf?: ((host: PrecacheHost) => PeerEndpoint | undefined) | undefined = (host) => {
-    const url = this.#endpoints?.[host.name];
+  peerEndpointOf(host: PrecacheHost): PeerEndpoint | undefined {
+    const url = this.#endpoints[host.name];
     return url === undefined ? undefined : { name: host.name, url };
-  };
+  }
+
+  /** This client as one without `peerEndpointOf` (written before sites). */
+  withoutPeerEndpoints(): HostClient {
+    return { cacheImages: (host, imageIds, options) => this.cacheImages(host, imageIds, options) };
+  }
 
   async cacheImages(host: PrecacheHost, imageIds: readonly string[], options: HostCacheOptions): Promise<HostCacheReport> {
     const call = { host: host.name, imageIds, options };

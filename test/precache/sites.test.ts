@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { HostUnavailableError, precacheImages } from '../../src/index.js';
-import type { PrecacheEvent, PrecacheHost, PrecacheImagesOptions, PrecacheProgressEvent } from '../../src/index.js';
+import type { HostClient, PrecacheEvent, PrecacheHost, PrecacheImagesOptions, PrecacheProgressEvent } from '../../src/index.js';
 import { MemoryImageSource } from '../../src/testing/index.js';
 import { captureLog } from '../helpers/capture-log.js';
 import { FakeHostClient, IMAGE_BYTES, cachedFromFirstPeer, endpointsOf, report } from './fake-host-client.js';
@@ -21,7 +21,7 @@ function site(name: string, count: number, prefix = name): PrecacheHost[] {
   return Array.from({ length: count }, (_, i) => ({ name: `${prefix}-${String(i + 1)}`, site: name }));
 }
 
-function request(client: FakeHostClient, hosts: readonly PrecacheHost[], extra: Partial<PrecacheImagesOptions> = {}): PrecacheImagesOptions {
+function request(client: HostClient, hosts: readonly PrecacheHost[], extra: Partial<PrecacheImagesOptions> = {}): PrecacheImagesOptions {
   return { aggregate: { id: 1, name: 'edge', hosts }, imageIds: ['image1'], source: images, client, ...extra };
 }
 
@@ -201,8 +201,9 @@ describe('site-aware fan-out: one pull per site', () => {
       { site: 'dark', hosts: 3, seed: null, peerFanOut: false, bytesFromGlance: 3 * IMAGE_BYTES, bytesFromPeers: 0, bytesSaved: 0 },
     ]);
     assert.ok(summary.hosts.every((h) => !h.seed));
-    const noMethod = new FakeHostClient(cachedFromFirstPeer);
-    await precacheImages(request(noMethod, hosts, { concurrency: 3 }));
+    const noMethod = new FakeHostClient(cachedFromFirstPeer, endpointsOf('dark-1', 'dark-2', 'dark-3'));
+    await precacheImages(request(noMethod.withoutPeerEndpoints(), hosts, { concurrency: 3 }));
+    assert.equal(noMethod.calls.length, 3);
     assert.ok(noMethod.calls.every((call) => call.options.peers === undefined));
   });
 
