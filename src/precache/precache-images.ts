@@ -19,21 +19,18 @@
 import { throwIfAborted } from '../abort.js';
 import { systemClock } from '../clock.js';
 import type { Clock } from '../clock.js';
-import { AbortedError, HostTimeoutError, HostUnavailableError, PrecacheWindowClosedError, isImageCacheError } from '../errors.js';
-import type { ImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { DEFAULT_OPTIONS, integerFrom } from '../options.js';
 import type { ImageSource } from '../source/image-source.js';
 import { validateTimeoutMs } from './deadline.js';
-import { DeadlineGroup } from './deadline-group.js';
 import type { PrecacheEvent } from './events.js';
 import type { HostClient, PrecacheHost } from './host-client.js';
-import { answeredOutcome, deferredOutcome, failedOutcome, skippedOutcome, splitCachedFailed } from './outcomes.js';
+import { skippedOutcome, splitCachedFailed } from './outcomes.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
-import { runRound } from './round.js';
+import { HostCalls } from './host-calls.js';
 import { FanOutPlan, siteCapsOf } from './sites.js';
-import type { HostCall, PlannedHost } from './sites.js';
+import type { PlannedHost } from './sites.js';
 import { describePrecacheSummary, summarise } from './summary.js';
 import type { PrecacheAggregateRef, PrecacheHostOutcome, PrecacheSummary } from './summary.js';
 import { groupByCell, lookUpImages, validateAggregate } from './validate-aggregate.js';
@@ -184,68 +181,12 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
     }
   }
   const plan = new FanOutPlan(up, client, options.bytesPerSecond ?? Number.POSITIVE_INFINITY, siteCap);
-  /** Time each host spent in calls so far (a paused host is asked again), ms; and who was asked as a seed. */
-  const spent = new Map<string, number>();
-  const seeds = new Set<string>();
+  const calls = new HostCalls({ client, imageIds, pinTtlSeconds, timeoutMs, concurrency, signal, plan, complete });
 
   // 4. Rounds: one without a window, one per window with one.
-  const round = async (windowSignal: AbortSignal | undefined): Promise<string[]> => {
-    const paused: string[] = [];
-    const parent = windowSignal === undefined ? signal : signal === undefined ? windowSignal : AbortSignal.any([signal, windowSignal]);
-    // One timer and signal per batch of hosts started together, not per host (see DeadlineGroup).
-    const deadlines = new DeadlineGroup(parent, timeoutMs);
-    const ask = async (call: HostCall): Promise<void> => {
-      const { host, place } = call.planned;
-      if (call.seed) seeds.add(host.name);
-      const hostStarted = performance.now();
-      const elapsed = (): number => {
-        const total = (spent.get(host.name) ?? 0) + performance.now() - hostStarted;
-        spent.set(host.name, total);
-        return total;
-      };
-      const deadline = deadlines.start();
-      try {
-        const report = await deadline.race(
-          client.cacheImages(host, imageIds, {
-            signal: deadline.signal,
-            pinTtlSeconds,
-            bytesPerSecond: call.bytesPerSecond,
-            ...(call.peers.length > 0 ? { peers: call.peers } : {}),
-          }),
-        );
-        const outcome = answeredOutcome(place, imageIds, report, elapsed(), call.seed);
-        plan.finish(call, outcome);
-        complete(outcome);
-      } catch (thrown) {
-        let error: ImageCacheError;
-        if (deadline.timedOut) error = new HostTimeoutError(host.name, timeoutMs);
-        else if (aborted()) error = new AbortedError(`Pre-caching on host ${host.name}`, undefined, signal?.reason);
-        else if (windowSignal?.aborted === true) {
-          log('pre-caching on host %s paused: the window closed', host.name);
-          elapsed();
-          plan.pause(call);
-          paused.push(host.name);
-          return;
-        } else error = toHostError(thrown, host.name);
-        log('pre-caching on host %s failed: %s', host.name, error.message);
-        const outcome = failedOutcome(place, imageIds, error, elapsed(), call.seed);
-        plan.finish(call, outcome);
-        complete(outcome);
-      } finally {
-        deadline.done();
-      }
-    };
-    try {
-      await runRound(plan, concurrency, ask, () => aborted() || windowSignal?.aborted === true);
-    } finally {
-      deadlines.close();
-    }
-    return paused;
-  };
-
   const lastEnd =
     schedule === undefined
-      ? (await round(undefined), null)
+      ? (await calls.round(undefined), null)
       : await runInWindows({
           schedule,
           clock,
@@ -253,7 +194,7 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
           unfinished: () => plan.remaining.length,
           round: (windowSignal) => {
             plan.startRound();
-            return round(windowSignal);
+            return calls.round(windowSignal);
           },
           onWindow: (state, window, paused) => {
             emit({ type: 'aggregate.cache_images.window', aggregate: ref, state, ...window, paused, remaining: plan.remaining.length });
@@ -261,15 +202,7 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
         });
 
   // Hosts left over: cancelled, or no window was left for them.
-  for (const { host, place } of plan.remaining) {
-    const wasSeed = seeds.has(host.name);
-    const durationMs = spent.get(host.name) ?? 0;
-    if (aborted()) {
-      complete(failedOutcome(place, imageIds, new AbortedError(`Pre-caching on host ${host.name}`, undefined, signal?.reason), durationMs, wasSeed));
-    } else {
-      complete(deferredOutcome(place, imageIds, new PrecacheWindowClosedError(lastEnd, host.name), durationMs, wasSeed));
-    }
-  }
+  calls.settleLeftovers(lastEnd);
 
   // 5 and 6.
   const summary = summarise({
@@ -285,13 +218,6 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
   emit({ type: 'aggregate.cache_images.end', aggregate: { ...ref, hosts: hostNames }, summary });
   throwIfAborted(signal, 'Pre-caching');
   return summary;
-}
-
-/** What a client threw, as a typed error about the host (an untyped throw is a broken client). */
-function toHostError(thrown: unknown, host: string): ImageCacheError {
-  if (isImageCacheError(thrown)) return thrown;
-  const detail = thrown instanceof Error ? thrown.message : String(thrown);
-  return new HostUnavailableError(host, `its client failed: ${detail}`, { cause: thrown });
 }
 
 function unreachable(host: string): never {
