@@ -134,7 +134,8 @@ export class FanOutPlan {
       }
       this.#sites.set(name, {
         name,
-        peerFanOut: unknown === undefined,
+        // A site of one host has no peers to feed: it needs no endpoint.
+        peerFanOut: unknown === undefined || siteHosts.length === 1,
         capBytesPerSecond: siteCap(name),
         seed: null,
         fed: null,

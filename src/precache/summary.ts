@@ -114,7 +114,7 @@ export interface PrecacheSummary {
   readonly failedHosts: number;
   /** Hosts left for a later window (their images are counted under `deferred`). */
   readonly deferredHosts: number;
-  /** Per site, in order of first appearance; empty when no host names a site. */
+  /** Per site, in order of first appearance in the aggregate; empty when no host names a site. */
   readonly sites: readonly PrecacheSiteTotals[];
   /** Per image, in request order; `error` is the image's failure count (Nova's per-image warning). */
   readonly images: readonly PrecacheImageTally[];
@@ -133,7 +133,7 @@ export function summarise(parts: {
   aggregate: PrecacheAggregateRef;
   imageIds: readonly string[];
   hosts: readonly PrecacheHostOutcome[];
-  /** Each site's seed and whether its peers were used, in order of first appearance. */
+  /** Each site's seed and whether its peers were used (sites without an up host may be missing). */
   sites: readonly SiteFacts[];
   startedAt: number;
   durationMs: number;
@@ -216,18 +216,26 @@ export interface SiteFacts {
 }
 
 function siteTotals(sites: readonly SiteFacts[], hosts: readonly PrecacheHostOutcome[]): PrecacheSiteTotals[] {
-  return sites.map(({ site, seed, peerFanOut }) => {
-    let hostCount = 0;
-    let bytesFromGlance = 0;
-    let bytesFromPeers = 0;
-    for (const outcome of hosts) {
-      if (outcome.site !== site) continue;
-      hostCount += 1;
-      for (const { from, bytes } of outcome.bytesFrom) {
-        if (from === 'glance') bytesFromGlance += bytes;
-        else bytesFromPeers += bytes;
-      }
+  const facts = new Map(sites.map((site) => [site.site, site]));
+  const totals = new Map<string, { hosts: number; bytesFromGlance: number; bytesFromPeers: number }>();
+  // In aggregate order, down hosts included: a site whose hosts were all down still has its line.
+  for (const outcome of hosts) {
+    if (outcome.site === null) continue;
+    const total = totals.get(outcome.site) ?? { hosts: 0, bytesFromGlance: 0, bytesFromPeers: 0 };
+    totals.set(outcome.site, total);
+    total.hosts += 1;
+    for (const { from, bytes } of outcome.bytesFrom) {
+      if (from === 'glance') total.bytesFromGlance += bytes;
+      else total.bytesFromPeers += bytes;
     }
-    return { site, hosts: hostCount, seed, peerFanOut, bytesFromGlance, bytesFromPeers, bytesSaved: bytesFromPeers };
-  });
+  }
+  return [...totals].map(([site, total]) => ({
+    site,
+    hosts: total.hosts,
+    seed: facts.get(site)?.seed ?? null,
+    peerFanOut: facts.get(site)?.peerFanOut ?? false,
+    bytesFromGlance: total.bytesFromGlance,
+    bytesFromPeers: total.bytesFromPeers,
+    bytesSaved: total.bytesFromPeers,
+  }));
 }

@@ -170,6 +170,20 @@ describe('site-aware fan-out: one pull per site', () => {
     ]);
   });
 
+  it('a site whose hosts are all down still gets its totals line; a site of one host is its own seed without any endpoint', async () => {
+    const hosts: PrecacheHost[] = [
+      { name: 'd-1', site: 'down', up: false },
+      { name: 'lone-1', site: 'lone' },
+      { name: 'd-2', site: 'down', up: false },
+    ];
+    const client = new FakeHostClient();
+    const summary = await precacheImages(request(client, hosts));
+    assert.deepEqual(summary.sites, [
+      { site: 'down', hosts: 2, seed: null, peerFanOut: false, bytesFromGlance: 0, bytesFromPeers: 0, bytesSaved: 0 },
+      { site: 'lone', hosts: 1, seed: 'lone-1', peerFanOut: true, bytesFromGlance: IMAGE_BYTES, bytesFromPeers: 0, bytesSaved: 0 },
+    ]);
+  });
+
   it('hosts without a site are asked as before: in plan order, no peers, no seed, no site totals', async () => {
     const hosts = [{ name: 'h1' }, { name: 'h2', cell: 'c2' }, { name: 'h3' }];
     const client = new FakeHostClient(cachedFromFirstPeer, endpointsOf('h1', 'h2', 'h3'));
