@@ -24,7 +24,7 @@ import { DEFAULT_OPTIONS, integerFrom } from '../options.js';
 import type { ImageSource } from '../source/image-source.js';
 import { validateTimeoutMs } from './deadline.js';
 import type { PrecacheEvent } from './events.js';
-import type { HostClient, PrecacheHost } from './host-client.js';
+import type { HostClient } from './host-client.js';
 import { skippedOutcome, splitCachedFailed } from './outcomes.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
@@ -34,21 +34,17 @@ import type { PlannedHost } from './sites.js';
 import { describePrecacheSummary, summarise } from './summary.js';
 import type { PrecacheAggregateRef, PrecacheHostOutcome, PrecacheSummary } from './summary.js';
 import { groupByCell, lookUpImages, validateAggregate } from './validate-aggregate.js';
+import type { PrecacheAggregate } from './validate-aggregate.js';
 import { runInWindows, toSchedule } from './window.js';
 import type { PrecacheSchedule, PrecacheWindow } from './window.js';
 
 export { DEFAULT_CELL } from './validate-aggregate.js';
+export type { PrecacheAggregate } from './validate-aggregate.js';
 
 const log = createLogger('precache');
 
 /** Nova's `long_rpc_timeout`: how long a compute may take over its `cache_images` call. */
 export const DEFAULT_PRECACHE_HOST_TIMEOUT_MS = 1_800_000;
-
-/** An aggregate: a named set of hosts. */
-export interface PrecacheAggregate extends PrecacheAggregateRef {
-  /** Its hosts, each named once. */
-  readonly hosts: readonly PrecacheHost[];
-}
 
 /** Options of {@link precacheImages}. */
 export interface PrecacheImagesOptions extends PrecacheRequestOptions {

@@ -1,7 +1,7 @@
 /**
- * The checks {@link precacheImages} makes before any host hears of a request: the aggregate's
- * shape (hosts, cells, sites) and every image looked up in the image source; and the plan's
- * grouping by cell.
+ * The aggregate ({@link PrecacheAggregate}) and the checks `precacheImages` makes before any host
+ * hears of a request: the aggregate's shape (hosts, cells, sites) and every image looked up in the
+ * image source; and the plan's grouping by cell.
  *
  * @module
  */
@@ -12,12 +12,18 @@ import { createLogger } from '../log.js';
 import type { ImageSource } from '../source/image-source.js';
 import { toImageCacheError } from './cache-images.js';
 import type { PrecacheHost } from './host-client.js';
-import type { PrecacheAggregate } from './precache-images.js';
+import type { PrecacheAggregateRef } from './summary.js';
 
 const log = createLogger('precache');
 
 /** The cell of hosts that name none. */
 export const DEFAULT_CELL = 'default';
+
+/** An aggregate: a named set of hosts. */
+export interface PrecacheAggregate extends PrecacheAggregateRef {
+  /** Its hosts, each named once. */
+  readonly hosts: readonly PrecacheHost[];
+}
 
 /** Image lookups in flight during validation: a handful, not one per image at once. */
 const LOOKUP_CONCURRENCY = 8;
