@@ -92,6 +92,7 @@ export type { GlanceImageSourceOptions } from './source/glance-options.js';
 export type { ImageInfo, ImageSource, OpenImageOptions, SourceCallOptions } from './source/image-source.js';
 export type { ImageReader } from './source/image-reader.js';
 export type { BackoffOptions, RetryOptions } from './source/retry.js';
+export type { ByteOrigin, BytesFrom, PeerEndpoint } from './peer/types.js';
 export type { DownloadProgress, DownloadResult, ProgressListener } from './fetch/download.js';
 export type { FetchTarget } from './fetch/image-fetcher.js';
 export type { StagingSink } from './fetch/staging.js';
@@ -166,8 +167,6 @@ export type {
 } from './precache/events.js';
 export { dailyWindow } from './precache/window.js';
 export type { DailyWindowOptions, PrecacheSchedule, PrecacheWindow, PrecacheWindowRange } from './precache/window.js';
-// Sites: who serves a site's peers, and where a download's bytes came from.
-export type { ByteOrigin, BytesFrom, PeerEndpoint } from './peer/types.js';
 export type { PrecacheRequestOptions } from './precache/request.js';
 export type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './precache/results.js';
 export type { HostCacheOptions, HostClient, PrecacheHost } from './precache/host-client.js';

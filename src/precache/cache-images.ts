@@ -67,7 +67,7 @@ export async function cacheImages(
       warnedUnsupported = true;
       log('WARNING %s: the backend does not support image pre-caching; ignoring request (%s)', manager.host, error.message);
     }
-    return { imageId, status: 'unsupported', error, bytes: 0, bytesFrom: [], durationMs: 0, pinnedUntil: null };
+    return { imageId, status: 'unsupported', error, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [] };
   };
   for (const imageId of ids) {
     throwIfAborted(signal, 'Pre-caching', imageId);
@@ -88,9 +88,9 @@ export async function cacheImages(
           status: cached.status,
           error: null,
           bytes: cached.bytes,
-          bytesFrom: cached.status === 'cached' ? [{ from: 'glance', bytes: cached.bytes }] : [],
           durationMs: performance.now() - imageStarted,
           pinnedUntil,
+          bytesFrom: cached.status === 'cached' ? [{ from: 'glance', bytes: cached.bytes }] : [],
         };
       } catch (thrown) {
         const error = toImageCacheError(thrown, imageId);
@@ -99,7 +99,7 @@ export async function cacheImages(
           result = unsupported(imageId, error);
         } else {
           log('%s: failed to cache image %s: %s', manager.host, imageId, error.message);
-          result = { imageId, status: 'error', error, bytes: 0, bytesFrom: [], durationMs: performance.now() - imageStarted, pinnedUntil: null };
+          result = { imageId, status: 'error', error, bytes: 0, durationMs: performance.now() - imageStarted, pinnedUntil: null, bytesFrom: [] };
         }
       }
     }

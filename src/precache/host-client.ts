@@ -34,9 +34,8 @@ export interface HostCacheOptions extends PrecacheRequestOptions {
   /** Aborted when the caller gives up: the per-host timeout expired or the request was cancelled. */
   readonly signal: AbortSignal;
   /**
-   * Hosts of the same site that hold the images (complete and verified), in the order to try them:
-   * the host fetches the bytes from them, and only metadata and digests from the image service.
-   * Empty or absent: everything from the image service.
+   * Hosts of the same site the host may read the images from (their agents), before the image
+   * service: see `CacheImagesOptions.peers`.
    */
   readonly peers?: readonly PeerEndpoint[] | undefined;
 }

@@ -11,15 +11,6 @@ import { cacheImages } from './cache-images.js';
 import type { HostCacheOptions, HostClient, PrecacheHost } from './host-client.js';
 import type { HostCacheReport } from './results.js';
 
-/** Options of {@link InProcessHostClient}. */
-export interface InProcessHostClientOptions {
-  /**
-   * Host name → the base URL its agent serves its cache to its site's peers at (a
-   * `createHostAgent` over the same manager). Hosts not listed have no peer endpoint.
-   */
-  readonly peerEndpoints?: Readonly<Record<string, string>> | undefined;
-}
-
 /** Calls {@link cacheImages} on the manager registered for each host. */
 export class InProcessHostClient implements HostClient {
   readonly #managers: ReadonlyMap<string, ImageManager>;
@@ -48,6 +39,15 @@ export class InProcessHostClient implements HostClient {
     }
     return cacheImages(manager, imageIds, options);
   }
+}
+
+/** Options of {@link InProcessHostClient}. */
+export interface InProcessHostClientOptions {
+  /**
+   * Host name → the base URL its agent serves its cache to its site's peers at (a
+   * `createHostAgent` over the same manager). Hosts not listed have no peer endpoint.
+   */
+  readonly peerEndpoints?: Readonly<Record<string, string>> | undefined;
 }
 
 function isMap(value: ReadonlyMap<string, ImageManager> | Iterable<ImageManager>): value is ReadonlyMap<string, ImageManager> {

@@ -27,12 +27,15 @@ export interface PrecacheImageResult {
   readonly error: ImageCacheError | null;
   /** Bytes downloaded for this image (0 unless `cached`). */
   readonly bytes: number;
-  /** Where those bytes came from, per origin (`[]` unless `cached`; a local fill reports `[]` too). */
-  readonly bytesFrom: readonly BytesFrom[];
   /** Time spent on this image, ms. */
   readonly durationMs: number;
   /** When the pin asked for expires (ms since the epoch), or null when none was asked or set. */
   readonly pinnedUntil: number | null;
+  /**
+   * Where the downloaded bytes came from, per origin (`glance`, `peer:<host>`); empty unless
+   * `cached`.
+   */
+  readonly bytesFrom: readonly BytesFrom[];
 }
 
 /** A host's answer to a pre-cache request. */

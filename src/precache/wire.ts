@@ -13,7 +13,7 @@
  */
 import { InvalidConfigError, InvalidPrecacheRequestError, RemoteImageCacheError } from '../errors.js';
 import type { ImageCacheErrorCode, ImageCacheErrorJSON } from '../errors.js';
-import type { BytesFrom, PeerEndpoint } from '../peer/types.js';
+import type { ByteOrigin, BytesFrom, PeerEndpoint } from '../peer/types.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
 import type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './results.js';
@@ -178,19 +178,6 @@ function isHttpUrl(raw: string): boolean {
   }
 }
 
-/** Reads a report's `bytesFrom` (absent, from an agent older than peers: none). */
-function decodeBytesFrom(value: unknown, i: number): BytesFrom[] {
-  if (value === undefined || value === null) return [];
-  if (!Array.isArray(value)) throw new Error(`images[${i}].bytesFrom is not a list`);
-  return (value as unknown[]).map((item) => {
-    const { from, bytes } = (typeof item === 'object' && item !== null ? item : {}) as Record<string, unknown>;
-    if (typeof from !== 'string' || !(from === 'glance' || from.startsWith('peer:')) || typeof bytes !== 'number' || !(bytes >= 0)) {
-      throw new Error(`images[${i}].bytesFrom has an entry other than {"from": "glance" | "peer:<host>", "bytes": n}`);
-    }
-    return { from: from as BytesFrom['from'], bytes };
-  });
-}
-
 /** Reads an error's JSON form, or null when `value` is not one. */
 export function decodeErrorJSON(value: unknown): ImageCacheErrorJSON | null {
   if (typeof value !== 'object' || value === null) return null;
@@ -231,10 +218,23 @@ export function decodeHostCacheReport(host: string, value: unknown): HostCacheRe
       status: status as PrecacheImageStatus,
       error: typed,
       bytes: typeof bytes === 'number' ? bytes : 0,
-      bytesFrom: decodeBytesFrom(bytesFrom, i),
       durationMs: typeof fields.durationMs === 'number' ? fields.durationMs : 0,
       pinnedUntil: typeof pinnedUntil === 'number' ? pinnedUntil : null,
+      bytesFrom: decodeBytesFrom(bytesFrom),
     };
   });
   return { host, images: decoded, durationMs: typeof durationMs === 'number' ? durationMs : 0 };
+}
+
+/**
+ * Reads a result's `bytesFrom`, tolerantly: an older agent sends none (an empty list), and an entry
+ * that is not `{from: 'glance' | 'peer:<host>', bytes: <count>}` is dropped.
+ */
+function decodeBytesFrom(value: unknown): BytesFrom[] {
+  if (!Array.isArray(value)) return [];
+  return (value as unknown[]).flatMap((entry): BytesFrom[] => {
+    const { from, bytes } = (typeof entry === 'object' && entry !== null ? entry : {}) as Record<string, unknown>;
+    const origin = typeof from === 'string' && (from === 'glance' || /^peer:.+/.test(from)) ? (from as ByteOrigin) : undefined;
+    return origin !== undefined && typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= 0 ? [{ from: origin, bytes }] : [];
+  });
 }

@@ -84,7 +84,7 @@ function allExisting(host: PrecacheHost, imageIds: readonly string[]): Promise<H
   return Promise.resolve({
     host: host.name,
     durationMs: 0,
-    images: imageIds.map((imageId) => ({ imageId, status: 'existing' as const, error: null, bytes: 0, bytesFrom: [], durationMs: 0, pinnedUntil: null })),
+    images: imageIds.map((imageId) => ({ imageId, status: 'existing' as const, error: null, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [] })),
   });
 }
 
