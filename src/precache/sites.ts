@@ -5,7 +5,8 @@
  * Per site, one seed host (the site's first up host in plan order) is asked first, with no peers:
  * it pulls from the image service. Once it has answered holding images, the other hosts of the
  * site are asked with `peers` = the site's hosts that hold them (the seed first, then the others
- * as they finish), the list rotated per host so the load spreads. A seed that fails (the call
+ * as they finish), the list rotated per host so the load spreads, at most
+ * {@link MAX_PEERS_PER_HOST} of them. A seed that fails (the call
  * failed, or it holds none of the images) hands over to the next host of the site. Hosts without a
  * site, and the hosts of a site whose peer endpoints are not all known, are asked at once, without
  * peers, as before sites existed.
@@ -29,6 +30,12 @@ import { holdsImages } from './outcomes.js';
 import type { PrecacheHostOutcome, SiteFacts } from './summary.js';
 
 const log = createLogger('precache');
+
+/**
+ * Most peers one host is given: a handful to fall back through is plenty (each peer holds the
+ * whole image), and the rotation spreads a large site's load over all its finished hosts anyway.
+ */
+export const MAX_PEERS_PER_HOST = 8;
 
 /** An up host in the plan. */
 export interface PlannedHost {
@@ -90,10 +97,11 @@ export function siteCapsOf(value: unknown, sites: ReadonlySet<string>): (site: s
   return (site) => caps.get(site) ?? Number.POSITIVE_INFINITY;
 }
 
-/** Rotates `list` left by `by`. */
-function rotate<T>(list: readonly T[], by: number): T[] {
-  const at = list.length === 0 ? 0 : by % list.length;
-  return [...list.slice(at), ...list.slice(0, at)];
+/** The first `count` items of `list` rotated left by `by` (without copying all of a long list). */
+function rotate<T>(list: readonly T[], by: number, count: number): T[] {
+  const taken: T[] = [];
+  for (let k = 0; k < Math.min(count, list.length); k += 1) taken.push(list[(by + k) % list.length] as T);
+  return taken;
 }
 
 /** Which host to ask next, with which peers and cap; it learns from every host's outcome. */
@@ -186,7 +194,7 @@ export class FanOutPlan {
     }
     const site = this.#site(planned);
     if (site?.peerFanOut === true && site.seed !== planned && site.peers.length > 0) {
-      const peers = rotate(site.peers, site.rotation);
+      const peers = rotate(site.peers, site.rotation, MAX_PEERS_PER_HOST);
       site.rotation += 1;
       return { planned, seed: false, peers, bytesPerSecond: finite(this.#hostCap), charged: false };
     }

@@ -82,6 +82,15 @@ describe('site-aware fan-out: one pull per site', () => {
     ]);
   });
 
+  it('a host of a large site is given at most 8 peers, a window of the rotated list', async () => {
+    const hosts = site('big', 12);
+    const client = new FakeHostClient(cachedFromFirstPeer, endpointsOf(...hosts.map((h) => h.name)));
+    await precacheImages(request(client, hosts, { concurrency: 1 }));
+    const [, peers] = client.peerNames()[11] ?? ['', []];
+    // The 11th host asked with peers (rotation 10) over the 11 finished hosts big-1..big-11.
+    assert.deepEqual(peers, ['big-11', 'big-1', 'big-2', 'big-3', 'big-4', 'big-5', 'big-6', 'big-7']);
+  });
+
   it('the bytes per origin are summed over a host\'s images, glance first', async () => {
     const hosts = site('east', 2);
     const client = new FakeHostClient(
