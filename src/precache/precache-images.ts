@@ -19,6 +19,7 @@
 import { throwIfAborted } from '../abort.js';
 import { systemClock } from '../clock.js';
 import type { Clock } from '../clock.js';
+import { InvalidConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { DEFAULT_OPTIONS, integerFrom } from '../options.js';
 import type { ImageSource } from '../source/image-source.js';
@@ -111,6 +112,7 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
   const siteCap = siteCapsOf(options.siteBytesPerSecond, new Set(hosts.flatMap((host) => (host.site === undefined ? [] : [host.site]))));
   const schedule = options.window === undefined ? undefined : toSchedule(options.window);
   const clock = options.clock ?? systemClock;
+  if (typeof (clock as Partial<Clock>).now !== 'function') throw new InvalidConfigError('clock', 'a Clock ({ now(): number })', clock);
   await lookUpImages(source, imageIds, signal);
 
   const startedAt = clock.now();

@@ -223,7 +223,7 @@ describe('pre-cache windows', () => {
     assert.ok(Date.now() >= start);
   });
 
-  it('a malformed window is refused before any event', async () => {
+  it('a malformed window or clock is refused before any event', async () => {
     const clock = new ManualClock(T0);
     const client = new FakeHostClient();
     const events: PrecacheEvent[] = [];
@@ -235,6 +235,7 @@ describe('pre-cache windows', () => {
       message: /window\.end/,
     });
     await assert.rejects(precacheImages(request(client, clock, { window: { start: Number.NaN, end: T0 }, onEvent })), { code: 'ERR_INVALID_CONFIG' });
+    await assert.rejects(precacheImages({ ...request(client, clock, { onEvent }), clock: JSON.parse('{}') as ManualClock }), { code: 'ERR_INVALID_CONFIG', message: /clock/ });
     assert.deepEqual(events, []);
   });
 });
