@@ -79,7 +79,7 @@ export type { CapacityNeeds, Watermarks } from './capacity/watermarks.js';
 export type { CacheStats, CountAndBytes } from './capacity/stats.js';
 export type { FilesystemProbe, FilesystemUsage } from './capacity/statfs.js';
 export type { PinMap, PinStore } from './pins.js';
-export type { Clock } from './clock.js';
+export type { Clock, WaitableClock } from './clock.js';
 
 // Instances, and the names Nova gives the bases of their swap and ephemeral disks.
 export { cacheFileName } from './backends/libvirt-file/naming.js';
@@ -126,6 +126,7 @@ export {
   LockTimeoutError,
   NotAuthorizedError,
   PeerUnavailableError,
+  PrecacheWindowClosedError,
   RemoteImageCacheError,
   SizeMismatchError,
   UnsupportedError,
@@ -157,6 +158,7 @@ export type {
   PrecacheHostOutcome,
   PrecacheHostStatus,
   PrecacheImageTally,
+  PrecacheSiteTotals,
   PrecacheSummary,
 } from './precache/summary.js';
 export type {
@@ -165,7 +167,10 @@ export type {
   PrecacheEvent,
   PrecacheProgressEvent,
   PrecacheStartEvent,
+  PrecacheWindowEvent,
 } from './precache/events.js';
+export { dailyWindow } from './precache/window.js';
+export type { DailyWindowOptions, PrecacheSchedule, PrecacheWindow, PrecacheWindowRange } from './precache/window.js';
 export type { PrecacheRequestOptions } from './precache/request.js';
 export type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './precache/results.js';
 export type { HostCacheOptions, HostClient, PrecacheHost } from './precache/host-client.js';

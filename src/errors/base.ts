@@ -33,7 +33,8 @@ export type ImageCacheErrorCode =
   | 'ERR_HOST_UNAVAILABLE'
   | 'ERR_HOST_TIMEOUT'
   // Site peers (src/peer/)
-  | 'ERR_PEER_UNAVAILABLE';
+  | 'ERR_PEER_UNAVAILABLE'
+  | 'ERR_PRECACHE_WINDOW_CLOSED';
 
 const brand = Symbol.for('virt-imagecache.ImageCacheError');
 

@@ -117,7 +117,7 @@ export function createHostAgent(manager: ImageManager, options: HostAgentOptions
     } catch {
       throw new HttpAnswer(400, new InvalidPrecacheRequestError('the body is not valid JSON.'));
     }
-    const { imageIds, pinTtlSeconds, bytesPerSecond } = parseCacheImagesRequest(parsed);
+    const { imageIds, pinTtlSeconds, bytesPerSecond, peers } = parseCacheImagesRequest(parsed);
     log('%s: pre-cache request for %d image(s) from %s', manager.host, imageIds.length, request.socket.remoteAddress);
 
     const controller = new AbortController();
@@ -125,7 +125,7 @@ export function createHostAgent(manager: ImageManager, options: HostAgentOptions
       // 'close' before the answer was written: the client went away; stop working for it.
       if (!response.writableFinished) controller.abort(new Error('the client disconnected'));
     });
-    const report = await cacheImages(manager, imageIds, { signal: controller.signal, pinTtlSeconds, bytesPerSecond, peerToken });
+    const report = await cacheImages(manager, imageIds, { signal: controller.signal, pinTtlSeconds, bytesPerSecond, peers, peerToken });
     send(response, 200, report);
   };
 

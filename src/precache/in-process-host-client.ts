@@ -6,6 +6,7 @@
  */
 import { HostUnavailableError } from '../errors.js';
 import type { ImageManager } from '../manager.js';
+import type { PeerEndpoint } from '../peer/types.js';
 import { cacheImages } from './cache-images.js';
 import type { HostCacheOptions, HostClient, PrecacheHost } from './host-client.js';
 import type { HostCacheReport } from './results.js';
@@ -14,14 +15,22 @@ import type { HostCacheReport } from './results.js';
 export class InProcessHostClient implements HostClient {
   readonly #managers: ReadonlyMap<string, ImageManager>;
   readonly #peerToken: string | undefined;
+  readonly #peerEndpoints: Readonly<Record<string, string>>;
 
   /**
    * @param managers - host name → manager, or a list of managers registered under their `host`
-   * @param options - `peerToken`: the token of the peers' agents, for requests that name peers
+   * @param options - the peers' agent token and the hosts' peer endpoints
    */
   constructor(managers: ReadonlyMap<string, ImageManager> | Iterable<ImageManager>, options: InProcessHostClientOptions = {}) {
     this.#managers = isMap(managers) ? new Map(managers) : new Map([...managers].map((manager) => [manager.host, manager]));
     this.#peerToken = options.peerToken;
+    this.#peerEndpoints = options.peerEndpoints ?? {};
+  }
+
+  /** `host`'s peer endpoint, when one was given. */
+  peerEndpointOf(host: PrecacheHost): PeerEndpoint | undefined {
+    const url = Object.hasOwn(this.#peerEndpoints, host.name) ? this.#peerEndpoints[host.name] : undefined;
+    return url === undefined ? undefined : { name: host.name, url };
   }
 
   /** Runs {@link cacheImages} on `host`'s manager. */
@@ -41,6 +50,11 @@ export interface InProcessHostClientOptions {
    * (`HostCacheOptions.peers`). Required for such requests.
    */
   readonly peerToken?: string | undefined;
+  /**
+   * Host name → the base URL its agent serves its cache to its site's peers at (a
+   * `createHostAgent` over the same manager). Hosts not listed have no peer endpoint.
+   */
+  readonly peerEndpoints?: Readonly<Record<string, string>> | undefined;
 }
 
 function isMap(value: ReadonlyMap<string, ImageManager> | Iterable<ImageManager>): value is ReadonlyMap<string, ImageManager> {
