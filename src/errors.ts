@@ -10,3 +10,4 @@ export * from './errors/image.js';
 export * from './errors/storage.js';
 export * from './errors/usage.js';
 export * from './errors/precache.js';
+export * from './errors/peer.js';

@@ -79,7 +79,7 @@ export type { CapacityNeeds, Watermarks } from './capacity/watermarks.js';
 export type { CacheStats, CountAndBytes } from './capacity/stats.js';
 export type { FilesystemProbe, FilesystemUsage } from './capacity/statfs.js';
 export type { PinMap, PinStore } from './pins.js';
-export type { Clock } from './clock.js';
+export type { Clock, WaitableClock } from './clock.js';
 
 // Instances, and the names Nova gives the bases of their swap and ephemeral disks.
 export { cacheFileName } from './backends/libvirt-file/naming.js';
@@ -92,6 +92,10 @@ export type { GlanceImageSourceOptions } from './source/glance-options.js';
 export type { ImageInfo, ImageSource, OpenImageOptions, SourceCallOptions } from './source/image-source.js';
 export type { ImageReader } from './source/image-reader.js';
 export type { BackoffOptions, RetryOptions } from './source/retry.js';
+// The site's peers: bytes from hosts that hold the image, trust (metadata, digest) from the service.
+export { PeerImageSource } from './peer/peer-image-source.js';
+export type { PeerEvent, PeerImageSourceOptions } from './peer/peer-options.js';
+export type { ByteOrigin, BytesFrom, PeerEndpoint } from './peer/types.js';
 export type { DownloadProgress, DownloadResult, ProgressListener } from './fetch/download.js';
 export type { FetchTarget } from './fetch/image-fetcher.js';
 export type { StagingSink } from './fetch/staging.js';
@@ -121,6 +125,8 @@ export {
   InvalidPrecacheRequestError,
   LockTimeoutError,
   NotAuthorizedError,
+  PeerUnavailableError,
+  PrecacheWindowClosedError,
   RemoteImageCacheError,
   SizeMismatchError,
   UnsupportedError,
@@ -128,7 +134,7 @@ export {
   VolumeGroupError,
   isImageCacheError,
 } from './errors.js';
-export type { ImageCacheErrorCode, ImageCacheErrorJSON, ImageCacheErrorOptions, VolumeGroupFailure } from './errors.js';
+export type { ImageCacheErrorCode, ImageCacheErrorJSON, ImageCacheErrorOptions, PeerFailureReason, VolumeGroupFailure } from './errors.js';
 
 // Options.
 export { DEFAULT_OPTIONS, resolveImageCacheOptions } from './options.js';
@@ -152,6 +158,7 @@ export type {
   PrecacheHostOutcome,
   PrecacheHostStatus,
   PrecacheImageTally,
+  PrecacheSiteTotals,
   PrecacheSummary,
 } from './precache/summary.js';
 export type {
@@ -160,11 +167,15 @@ export type {
   PrecacheEvent,
   PrecacheProgressEvent,
   PrecacheStartEvent,
+  PrecacheWindowEvent,
 } from './precache/events.js';
+export { dailyWindow } from './precache/window.js';
+export type { DailyWindowOptions, PrecacheSchedule, PrecacheWindow, PrecacheWindowRange } from './precache/window.js';
 export type { PrecacheRequestOptions } from './precache/request.js';
 export type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './precache/results.js';
 export type { HostCacheOptions, HostClient, PrecacheHost } from './precache/host-client.js';
 export { InProcessHostClient } from './precache/in-process-host-client.js';
+export type { InProcessHostClientOptions } from './precache/in-process-host-client.js';
 export { createHostAgent } from './precache/host-agent.js';
 export type { HostAgentHandler, HostAgentOptions } from './precache/host-agent.js';
 export { HttpHostClient } from './precache/http-host-client.js';

@@ -122,6 +122,23 @@ export abstract class ImageManager<TBase = unknown> extends CacheStoreBase<TBase
   }
 
   /**
+   * The file holding `imageId`'s complete, verified image in this cache, for reading it (the host
+   * agent serves it to the site's peers): only ever the final name, which a fill gives the image
+   * once it is verified, never a staging file. Reading is not a use: nothing is touched.
+   *
+   * @returns the path, or null when the image is not cached or this backend does not keep images
+   *   as files (a volume group, memory)
+   * @throws `InvalidImageIdError`; `UnsupportedError` for a backend that keeps no cache;
+   *   `InvalidDiskImageError` when something other than a regular file was planted under the name
+   */
+  async cachedImageFile(imageId: string): Promise<string | null> {
+    assertValidImageId(imageId);
+    const target = this.fetchTargetFor(imageId);
+    if (target.filePath === undefined || !(await target.exists())) return null;
+    return target.filePath;
+  }
+
+  /**
    * Pins `imageId` for `ttlSeconds` from now: until then its entries are neither aged out nor
    * evicted, used or not. A longer existing pin is kept. Pins outlive the process where the
    * backend keeps them in a file.

@@ -6,6 +6,7 @@
  * @module
  */
 import type { CapacityController } from '../capacity/controller.js';
+import { InvalidConfigError } from '../errors.js';
 import type { EnsureResult } from '../fetch/image-fetcher.js';
 import type { TemplateImageHandler } from '../handlers/types.js';
 import { checkImageId, vouchFor } from '../image-id.js';
@@ -35,6 +36,7 @@ export class CacheFill<TBase> {
     const view = this.#view;
     checkImageId(imageId, options);
     if (options.bytesPerSecond !== undefined) bytesPerSecondOrInfinity('bytesPerSecond', options.bytesPerSecond);
+    if (options.source !== undefined) checkSource(options.source);
     const target = view.fetchTargetFor(imageId);
     const tolerate = options.tolerateTouchErrors ?? false;
     const fill = this.#capacity.beginFill(imageId, target.name);
@@ -44,6 +46,7 @@ export class CacheFill<TBase> {
       result = await this.#handler().fetchImage(imageId, fill.track(target), vouchFor(imageId, {
         signal: options.signal,
         bytesPerSecond: options.bytesPerSecond,
+        source: options.source,
         onProgress: (progress) => {
           options.onProgress?.(progress);
           view.emit('progress', progress);
@@ -67,8 +70,17 @@ export class CacheFill<TBase> {
       algorithm: result.algorithm,
       digest: result.digest,
       durationMs: result.durationMs,
+      bytesFrom: result.bytesFrom,
     };
     if (outcome.status === 'cached' && !outcome.shared) view.emit('cached', outcome);
     return outcome;
+  }
+}
+
+/** Checks a per-call `source` option: something with `describe` and `open`. */
+function checkSource(source: unknown): void {
+  const { describe, open } = (typeof source === 'object' && source !== null ? source : {}) as Record<string, unknown>;
+  if (typeof describe !== 'function' || typeof open !== 'function') {
+    throw new InvalidConfigError('source', 'an ImageSource (with describe and open)', typeof source);
   }
 }

@@ -11,6 +11,7 @@ import type { Clock } from '../clock.js';
 import type { DownloadProgress, ProgressListener } from '../fetch/download.js';
 import type { EphemeralNaming, InstanceRecord } from '../instances.js';
 import type { ImageCacheOptions } from '../options.js';
+import type { BytesFrom } from '../peer/types.js';
 import type { PinStore } from '../pins.js';
 import type { ImageSource } from '../source/image-source.js';
 import type { EvictionEvent } from './pass-types.js';
@@ -35,6 +36,12 @@ export interface CacheImageOptions {
   readonly tolerateTouchErrors?: boolean | undefined;
   /** Speed cap for this download, bytes per second (at least 1, or Infinity). */
   readonly bytesPerSecond?: number | undefined;
+  /**
+   * The image source for this call instead of the manager's `source`: e.g. a `PeerImageSource`
+   * over it, to read from the site's peers. A call joining a download of the same image already in
+   * flight in this manager shares that download, and so its first caller's source.
+   */
+  readonly source?: ImageSource | undefined;
 }
 
 /** The outcome of {@link ImageManager.cacheImage}. */
@@ -55,6 +62,11 @@ export interface CacheImageResult {
   readonly digest: string | null;
   /** Duration, ms. */
   readonly durationMs: number;
+  /**
+   * Where the downloaded bytes came from, per origin (`glance`, `peer:<host>`); empty for
+   * `existing` and for a local fill (a link from an image store).
+   */
+  readonly bytesFrom: readonly BytesFrom[];
 }
 
 /** Options of {@link ImageManager.update}. */

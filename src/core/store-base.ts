@@ -21,6 +21,7 @@ import { resolveImageCacheOptions } from '../options.js';
 import type { ResolvedImageCacheOptions } from '../options.js';
 import { FilePinStore, MemoryPinStore } from '../pins.js';
 import type { PinStore } from '../pins.js';
+import type { ImageSource } from '../source/image-source.js';
 import type { ImageManagerEvents, ImageManagerOptions, StoreFiles } from './manager-types.js';
 import type { RemovalScope } from './pass-types.js';
 
@@ -89,6 +90,14 @@ export abstract class CacheStoreBase<TBase = unknown> extends EventEmitter<Image
             bytesPerSecond: this.options.downloadBytesPerSecond,
             requireChecksum: this.options.requireChecksum,
           });
+  }
+
+  /**
+   * Where this manager downloads images from (the constructor's `source`); undefined when it was
+   * created without one. `cacheImages` builds a `PeerImageSource` over it to read from peers.
+   */
+  get imageSource(): ImageSource | undefined {
+    return this.#fetcher?.source;
   }
 
   /** The fetcher, for backends that fetch outside `cacheImage` (e.g. a spawn path). */

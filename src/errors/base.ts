@@ -31,7 +31,10 @@ export type ImageCacheErrorCode =
   | 'ERR_CACHE_FAILED'
   | 'ERR_HOST_UNAUTHORIZED'
   | 'ERR_HOST_UNAVAILABLE'
-  | 'ERR_HOST_TIMEOUT';
+  | 'ERR_HOST_TIMEOUT'
+  // Site peers (src/peer/)
+  | 'ERR_PEER_UNAVAILABLE'
+  | 'ERR_PRECACHE_WINDOW_CLOSED';
 
 const brand = Symbol.for('virt-imagecache.ImageCacheError');
 

@@ -1,6 +1,6 @@
 /**
  * Errors of pre-caching across hosts: a bad request, a failed cache, a host that refuses, fails or
- * times out, and an error a remote host reported.
+ * times out, a pre-cache window that closed, and an error a remote host reported.
  *
  * @module
  */
@@ -126,5 +126,27 @@ export class RemoteImageCacheError extends ImageCacheError {
   /** The JSON form, with the remote class name (so a summary reads the same wherever it was made). */
   override toJSON(): ImageCacheErrorJSON {
     return { ...super.toJSON(), name: this.remoteName };
+  }
+}
+
+/**
+ * A pre-cache window closed before a host finished. It is the abort reason the host's signal
+ * carries when the fan-out pauses it at the window's end (its download keeps its staging for the
+ * next window), and the error of a host reported `deferred` when no later window came.
+ */
+export class PrecacheWindowClosedError extends ImageCacheError {
+  /** When the window closed, ms since the epoch; null when no window was left at all. */
+  readonly windowEnd: number | null;
+  /**
+   * @param windowEnd - when the window closed (ms since the epoch), or null when there was none left
+   * @param host - the host paused or deferred, when the error is about one
+   */
+  constructor(windowEnd: number | null, host?: string) {
+    const when = windowEnd === null ? 'no pre-cache window is left' : `the pre-cache window closed at ${new Date(windowEnd).toISOString()}`;
+    super(
+      'ERR_PRECACHE_WINDOW_CLOSED',
+      `${host === undefined ? 'Pre-caching' : `Pre-caching on host ${host}`} was paused: ${when}. It resumes in the next window; ask again with a later window otherwise (images already cached count as existing).`,
+    );
+    this.windowEnd = windowEnd;
   }
 }

@@ -14,6 +14,7 @@
 import { throwIfAborted } from '../abort.js';
 import { AbortedError, ImageTooLargeError, SizeMismatchError, isImageCacheError } from '../errors.js';
 import { passVouch } from '../image-id.js';
+import type { BytesFrom } from '../peer/types.js';
 import { openImageReader } from '../source/image-reader.js';
 import type { ImageReader } from '../source/image-reader.js';
 import type { ImageInfo, ImageSource } from '../source/image-source.js';
@@ -100,12 +101,13 @@ export async function downloadToSink(request: DownloadRequest): Promise<Download
     reader = await openImageReader(request.source, imageId, passVouch(request, imageId, { signal }));
     const bytes = await pump(reader, hasher, ring, request, limit);
     const hashed = hasher;
-    return await verifyAndPublish(
+    const verified = await verifyAndPublish(
       // The hash ran beside the writes: a digest is expected exactly when there is a hasher.
       { bytes, digest: () => (hashed as BlockHasher).digest(), publish: () => sink.commit() },
       { imageId, size: info.size, digest: expected },
       { signal, operation: 'Download' },
     );
+    return { ...verified, bytesFrom: bytesFromOf(reader, bytes) };
   } catch (err) {
     reader?.destroy();
     await sink.discard();
@@ -114,6 +116,12 @@ export async function downloadToSink(request: DownloadRequest): Promise<Download
   } finally {
     await hasher?.close();
   }
+}
+
+/** What `reader` says about its origins; a reader that does not say read from the image service. */
+function bytesFromOf(reader: ImageReader, bytes: number): readonly BytesFrom[] {
+  if (reader.bytesFrom !== undefined) return reader.bytesFrom();
+  return bytes === 0 ? [] : [{ from: 'glance', bytes }];
 }
 
 async function pump(

@@ -15,14 +15,20 @@
  *
  * The existence test is repeated inside the lock, so N callers in M processes download once.
  *
+ * A download that fails verification is downloaded again from the start only when its source
+ * blames one of its origins for it (`ImageSource.verificationFailed`: a `PeerImageSource` blames
+ * the peers that served bytes, and skips them from then on); otherwise the failure is the fetch's.
+ *
  * @module
  */
 import pLimit from 'p-limit';
 import type { LimitFunction } from 'p-limit';
 import { raceAbort, throwIfAborted } from '../abort.js';
+import { ChecksumMismatchError, SizeMismatchError } from '../errors.js';
 import { checkImageId, vouchFor } from '../image-id.js';
 import type { ImageId } from '../image-id.js';
 import { createLogger } from '../log.js';
+import type { BytesFrom } from '../peer/types.js';
 import type { ImageInfo, ImageSource } from '../source/image-source.js';
 import { downloadToSink } from './download.js';
 import type { DownloadProgress, DownloadResult, ProgressListener } from './download.js';
@@ -32,6 +38,22 @@ import { assertImageSize } from './verifier.js';
 import type { StagingSink } from './staging.js';
 
 const log = createLogger('fetch');
+
+/**
+ * Downloads again after a verification failure its source blamed on an origin (a peer). The
+ * source blames each origin once and then skips it, so it runs out of origins to blame (at most
+ * one retry per peer); this bound holds whatever a source answers.
+ */
+const MAX_BLAMED_RETRIES = 16;
+
+/**
+ * True when `error` is a verification failure and `source` blamed it on one of its origins (which
+ * it will not use again for the image): a fresh download may then succeed.
+ */
+function blamedAnOrigin(source: ImageSource, imageId: string, error: unknown): boolean {
+  if (!(error instanceof ChecksumMismatchError || error instanceof SizeMismatchError)) return false;
+  return source.verificationFailed?.(imageId, error) === true;
+}
 
 /** Where one image is published. Backends provide one per image. */
 export interface FetchTarget {
@@ -88,6 +110,12 @@ export interface EnsureOptions {
   readonly afterDownload?: ((info: ImageInfo) => Promise<void>) | undefined;
   /** Overrides the fetcher's speed cap for this image, bytes per second. */
   readonly bytesPerSecond?: number | undefined;
+  /**
+   * The image source for this call instead of the fetcher's (e.g. a `PeerImageSource` over it):
+   * it describes and downloads the image. Callers joining a fetch already in flight for the same
+   * image share that fetch, and so the first caller's source.
+   */
+  readonly source?: ImageSource | undefined;
 }
 
 /** The outcome of {@link ImageFetcher.ensure}. */
@@ -104,6 +132,8 @@ export interface EnsureResult {
   readonly digest: string | null;
   /** Time from the call to the outcome, ms. */
   readonly durationMs: number;
+  /** Where the downloaded bytes came from, per origin (empty for `existing` and a local fill). */
+  readonly bytesFrom: readonly BytesFrom[];
 }
 
 /** Options of {@link ImageFetcher}. */
@@ -197,29 +227,37 @@ export class ImageFetcher {
         if (await target.exists()) {
           await options.onExisting?.();
           log('image %s already cached as %s', imageId, target.name);
-          return { status: 'existing', bytes: 0, algorithm: null, digest: null };
+          return { status: 'existing', bytes: 0, algorithm: null, digest: null, bytesFrom: [] };
         }
-        const info = await this.source.describe(imageId, vouchFor(imageId, { signal }));
+        const source = options.source ?? this.source;
+        const info = await source.describe(imageId, vouchFor(imageId, { signal }));
         // Any source may be wrong about the size; check before a byte is written.
         if (info.size !== null) assertImageSize(imageId, info.size);
         await options.beforeDownload?.(info, signal);
-        const downloadFrom = async (source: ImageSource): Promise<DownloadResult> => {
-          const sink = await target.createSink(info, signal);
-          return downloadToSink(
-            vouchFor(imageId, {
-              imageId,
-              info,
-              source,
-              sink,
-              signal,
-              onProgress: (progress: DownloadProgress) => {
-                for (const listener of listeners) listener(progress);
-              },
-              bytesPerSecond: options.bytesPerSecond ?? this.#options.bytesPerSecond,
-              maxImageSizeBytes: this.#options.maxImageSizeBytes,
-              requireChecksum: this.#options.requireChecksum,
-            }),
-          );
+        const downloadFrom = async (from: ImageSource): Promise<DownloadResult> => {
+          for (let retry = 0; ; retry++) {
+            const sink = await target.createSink(info, signal);
+            try {
+              return await downloadToSink(
+                vouchFor(imageId, {
+                  imageId,
+                  info,
+                  source: from,
+                  sink,
+                  signal,
+                  onProgress: (progress: DownloadProgress) => {
+                    for (const listener of listeners) listener(progress);
+                  },
+                  bytesPerSecond: options.bytesPerSecond ?? this.#options.bytesPerSecond,
+                  maxImageSizeBytes: this.#options.maxImageSizeBytes,
+                  requireChecksum: this.#options.requireChecksum,
+                }),
+              );
+            } catch (error) {
+              if (retry >= MAX_BLAMED_RETRIES || !blamedAnOrigin(from, imageId, error)) throw error;
+              log('image %s failed verification and its source blamed an origin: downloading again from the start', imageId);
+            }
+          }
         };
         const result =
           (await options.fillLocally?.(info, { signal, downloadFrom })) ??
@@ -227,7 +265,7 @@ export class ImageFetcher {
             this.#limit(async () => {
               throwIfAborted(signal, 'Download', imageId);
               log('downloading image %s (%s bytes) into %s', imageId, info.size ?? '?', target.name);
-              return downloadFrom(this.source);
+              return downloadFrom(source);
             }),
             signal,
             'Download',

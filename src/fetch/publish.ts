@@ -9,6 +9,7 @@
  */
 import { throwIfAborted } from '../abort.js';
 import { ChecksumMismatchError, SizeMismatchError } from '../errors.js';
+import type { BytesFrom } from '../peer/types.js';
 import type { ExpectedDigest } from './verifier.js';
 
 /** What a successful fill verified. */
@@ -19,6 +20,11 @@ export interface DownloadResult {
   readonly algorithm: string | null;
   /** Hex digest of the bytes, or null when nothing was hashed. */
   readonly digest: string | null;
+  /**
+   * Where the bytes this fill fetched came from, per origin (`glance`, `peer:<host>`); empty for a
+   * local fill (a link or a read of a local copy).
+   */
+  readonly bytesFrom: readonly BytesFrom[];
 }
 
 /** What the staged bytes must be: the image service's size and digest. */
@@ -58,7 +64,7 @@ export interface VerifyAndPublishOptions {
  *
  * @throws `SizeMismatchError`, `ChecksumMismatchError`, `AbortedError`, and what the publish
  *   throws; the staging is then the caller's to discard
- * @returns what was verified
+ * @returns what was verified (with no `bytesFrom`: the fill says where its bytes came from)
  */
 export async function verifyAndPublish(
   staged: StagedImage,
@@ -75,5 +81,5 @@ export async function verifyAndPublish(
   }
   throwIfAborted(options.signal, options.operation, imageId);
   await staged.publish();
-  return { bytes: staged.bytes, algorithm: expected.digest?.algorithm ?? null, digest };
+  return { bytes: staged.bytes, algorithm: expected.digest?.algorithm ?? null, digest, bytesFrom: [] };
 }

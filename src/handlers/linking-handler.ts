@@ -160,7 +160,8 @@ export class LinkingHandler extends DownloadingHandler {
       }
     }
     log('reading %s from the image store through the verified pipeline', imageId);
-    return fill.downloadFrom(storeFileSource(storeFile, info));
+    // A local read: no byte crossed the network.
+    return { ...(await fill.downloadFrom(storeFileSource(storeFile, info))), bytesFrom: [] };
   }
 
   async #link(imageId: string, storeFile: string, finalPath: string, info: ImageInfo, signal: AbortSignal): Promise<LinkOutcome> {

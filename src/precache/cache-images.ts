@@ -8,10 +8,13 @@
  * @module
  */
 import { throwIfAborted } from '../abort.js';
-import { CacheImageFailedError, UnsupportedError, isImageCacheError } from '../errors.js';
+import { CacheImageFailedError, InvalidConfigError, UnsupportedError, isImageCacheError } from '../errors.js';
 import type { ImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { ImageManager } from '../manager.js';
+import { PeerImageSource } from '../peer/peer-image-source.js';
+import type { PeerEndpoint } from '../peer/types.js';
+import type { ImageSource } from '../source/image-source.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
 import type { HostCacheReport, PrecacheImageResult } from './results.js';
@@ -27,6 +30,38 @@ export interface CacheImagesOptions extends PrecacheRequestOptions {
   readonly signal?: AbortSignal | undefined;
   /** Called as each image finishes, in order. A listener that throws is logged and ignored. */
   readonly onImage?: ((result: PrecacheImageResult, index: number) => void) | undefined;
+  /**
+   * Hosts of the same site that may already hold the images (their agents): the images are read
+   * from them first, through a `PeerImageSource` over the manager's own source (which still
+   * describes each image and serves what no peer does), and verified as any download. This host
+   * itself is left out. Requires `peerToken`.
+   */
+  readonly peers?: readonly PeerEndpoint[] | undefined;
+  /** The bearer token of the peers' agents (the host agent passes its own). */
+  readonly peerToken?: string | undefined;
+}
+
+/**
+ * The source reading from `options.peers` (this host left out) over the manager's own, or
+ * undefined when there are no peers to ask.
+ *
+ * @throws `InvalidConfigError` for peers without a `peerToken`, or a bad peer
+ */
+function peerSourceFor(manager: ImageManager, options: CacheImagesOptions): ImageSource | undefined {
+  const peers = (options.peers ?? []).filter((peer) => peer.name !== manager.host);
+  const upstream = manager.imageSource;
+  if (peers.length === 0 || upstream === undefined) return undefined;
+  if (options.peerToken === undefined) {
+    throw new InvalidConfigError('peerToken', "the peers' agent token, to read images from peers", undefined);
+  }
+  return new PeerImageSource({
+    upstream,
+    peers,
+    token: options.peerToken,
+    onPeerEvent: (event) => {
+      log('%s: image %s, peer %s: %s%s', manager.host, event.imageId, event.peer, event.type, event.reason === null ? '' : ` (${event.reason})`);
+    },
+  });
 }
 
 /** Anything thrown while caching, as a typed error about `imageId`. */
@@ -42,10 +77,11 @@ export function toImageCacheError(error: unknown, imageId: string): ImageCacheEr
  *
  * @param manager - this host's cache
  * @param imageIds - the images, each once
- * @param options - pin, speed cap, signal
+ * @param options - pin, speed cap, signal, the site's peers
  * @returns one result per image, in request order
  * @throws `InvalidPrecacheRequestError`, `InvalidImageIdError` or `InvalidConfigError` for a bad
- *   request, before any image is touched; `AbortedError` when the signal fires
+ *   request (peers without a `peerToken` too), before any image is touched; `AbortedError` when
+ *   the signal fires
  */
 export async function cacheImages(
   manager: ImageManager,
@@ -55,6 +91,7 @@ export async function cacheImages(
   const ids = validateImageIds(imageIds);
   validateRequestOptions(options);
   const { signal, pinTtlSeconds, bytesPerSecond, onImage } = options;
+  const source = peerSourceFor(manager, options);
   const started = performance.now();
   log('%s: caching %d image(s) by request', manager.host, ids.length);
   const images: PrecacheImageResult[] = [];
@@ -64,7 +101,7 @@ export async function cacheImages(
       warnedUnsupported = true;
       log('WARNING %s: the backend does not support image pre-caching; ignoring request (%s)', manager.host, error.message);
     }
-    return { imageId, status: 'unsupported', error, bytes: 0, durationMs: 0, pinnedUntil: null };
+    return { imageId, status: 'unsupported', error, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [] };
   };
   for (const imageId of ids) {
     throwIfAborted(signal, 'Pre-caching', imageId);
@@ -77,7 +114,7 @@ export async function cacheImages(
       );
     } else {
       try {
-        const cached = await manager.cacheImage(imageId, { signal, bytesPerSecond });
+        const cached = await manager.cacheImage(imageId, { signal, bytesPerSecond, source });
         const pinnedUntil = pinTtlSeconds === undefined ? null : await manager.pinImage(imageId, pinTtlSeconds);
         log('%s: image %s %s', manager.host, imageId, cached.status === 'cached' ? 'cached by request' : 'already cached; timestamp updated');
         result = {
@@ -87,6 +124,7 @@ export async function cacheImages(
           bytes: cached.bytes,
           durationMs: performance.now() - imageStarted,
           pinnedUntil,
+          bytesFrom: cached.bytesFrom,
         };
       } catch (thrown) {
         const error = toImageCacheError(thrown, imageId);
@@ -95,7 +133,7 @@ export async function cacheImages(
           result = unsupported(imageId, error);
         } else {
           log('%s: failed to cache image %s: %s', manager.host, imageId, error.message);
-          result = { imageId, status: 'error', error, bytes: 0, durationMs: performance.now() - imageStarted, pinnedUntil: null };
+          result = { imageId, status: 'error', error, bytes: 0, durationMs: performance.now() - imageStarted, pinnedUntil: null, bytesFrom: [] };
         }
       }
     }

@@ -1,12 +1,14 @@
 /**
  * The fan-out's events, named and shaped after Nova's notifications: one `start`, one `progress`
- * per host (down and failed hosts included, unlike Nova), one `end`. The progress payload keeps
+ * per host (down and failed hosts included, unlike Nova), one `end`; with a pre-cache window, a
+ * `window` event as the fan-out waits for a window, as it opens and as it closes. The progress payload keeps
  * Nova's `AggregateCachePayload` field names (`images_cached`, `images_failed`) so a bridge to a
  * notification bus can forward it as is.
  *
  * @module
  */
 import type { ImageCacheError } from '../errors.js';
+import type { BytesFrom } from '../peer/types.js';
 import type { PrecacheAggregateRef, PrecacheHostStatus, PrecacheSummary } from './summary.js';
 
 /** The aggregate with its host names, as start and end events carry it (Nova's `AggregatePayload`). */
@@ -37,6 +39,10 @@ export interface PrecacheProgressEvent {
   readonly host: string;
   /** Its cell. */
   readonly cell: string;
+  /** Its site, or null for a host without one. */
+  readonly site: string | null;
+  /** True when it was asked as its site's seed (from the image service, no peers). */
+  readonly seed: boolean;
   /** How its part ended. */
   readonly status: PrecacheHostStatus;
   /** 1 to `total`, in order of completion (not host order). */
@@ -47,8 +53,34 @@ export interface PrecacheProgressEvent {
   readonly images_cached: readonly string[];
   /** Images it has not (`error`, `unsupported`, `skipped`). */
   readonly images_failed: readonly string[];
-  /** For a failed host, why. */
+  /** Bytes it downloaded, per origin (`glance`, `peer:<host>`), summed over its images. */
+  readonly bytes_from: readonly BytesFrom[];
+  /** For a failed or deferred host, why. */
   readonly error: ImageCacheError | null;
+}
+
+/**
+ * A pre-cache window's state changed:
+ * - `waiting`: no window is open; hosts are asked once it opens at `start`;
+ * - `open`: hosts are asked until `end`;
+ * - `closed`: the window ended with hosts unfinished; `paused` were aborted mid-call (their
+ *   downloads keep their staging) and are asked again in the next window, with the others.
+ */
+export interface PrecacheWindowEvent {
+  /** The event type. */
+  readonly type: 'aggregate.cache_images.window';
+  /** The aggregate. */
+  readonly aggregate: PrecacheAggregateRef;
+  /** What happened. */
+  readonly state: 'waiting' | 'open' | 'closed';
+  /** When the window opens (opened), ms since the epoch. */
+  readonly start: number;
+  /** When it closes (closed), ms since the epoch. */
+  readonly end: number;
+  /** For `closed`: the hosts aborted at its end; empty otherwise. */
+  readonly paused: readonly string[];
+  /** Hosts not finished yet (down hosts excluded). */
+  readonly remaining: number;
 }
 
 /** Emitted once, after every host completed (also when the request was cancelled). */
@@ -62,4 +94,4 @@ export interface PrecacheEndEvent {
 }
 
 /** Any fan-out event. */
-export type PrecacheEvent = PrecacheStartEvent | PrecacheProgressEvent | PrecacheEndEvent;
+export type PrecacheEvent = PrecacheStartEvent | PrecacheProgressEvent | PrecacheWindowEvent | PrecacheEndEvent;

@@ -4,20 +4,23 @@
  * listens (address, port, TLS via `node:https`) and `HttpHostClient` can reach it from another
  * process or machine.
  *
- * It serves one route, `POST /v1/cache-images` (see `./wire.ts` for the shapes), behind a bearer
- * token compared in constant time. The token is checked before the body is read; the body is
- * size-limited and validated like Nova's API schema (typed 4xx answers); a client that disconnects
- * cancels the work in progress (nothing partial is kept).
+ * It serves two routes behind one bearer token compared in constant time: `POST /v1/cache-images`
+ * (see `./wire.ts` for the shapes) and, for the site's peers, `HEAD`/`GET /v1/images/{id}`
+ * (the cached image's bytes, with `Range`: src/peer/image-route.ts). The token is checked before
+ * the body is read; the body is size-limited and validated like Nova's API schema (typed 4xx
+ * answers); a client that disconnects cancels the work in progress (nothing partial is kept).
  *
  * @module
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HostUnauthorizedError, HostUnavailableError, InvalidPrecacheRequestError, isImageCacheError } from '../errors.js';
-import type { ImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { ImageManager } from '../manager.js';
 import { integerFrom } from '../options.js';
+import { IMAGES_PATH, imageSegmentOf } from '../peer/image-path.js';
+import { checkImageMethod, serveCachedImage } from '../peer/image-route.js';
+import { HttpAnswer, send, sendError } from './agent-http.js';
 import { cacheImages } from './cache-images.js';
 import { CACHE_IMAGES_PATH, bearerTokenOf, checkAgentToken, parseCacheImagesRequest } from './wire.js';
 
@@ -38,26 +41,22 @@ export interface HostAgentOptions {
   readonly token: string;
   /** Largest accepted request body, bytes; larger ones get 413. Default 1 MiB. */
   readonly maxBodyBytes?: number | undefined;
+  /**
+   * The token this host sends to its site's peers when a pre-cache request names peers to read
+   * from (their agents' token). Default `token`: the agents of one deployment share a token.
+   */
+  readonly peerToken?: string | undefined;
 }
 
 /** A `node:http` request handler: pass it to `http.createServer` (or call it from your router). */
 export type HostAgentHandler = (request: IncomingMessage, response: ServerResponse) => void;
 
-/** An answer with a status and a typed error. */
-class HttpAnswer extends Error {
-  readonly statusCode: number;
-  readonly error: ImageCacheError;
-  constructor(statusCode: number, error: ImageCacheError) {
-    super(error.message);
-    this.statusCode = statusCode;
-    this.error = error;
-  }
-}
-
 /**
  * Creates the host agent for `manager`: `POST /v1/cache-images` runs {@link cacheImages} on it and
- * answers the report (200). Other answers: 400 (malformed JSON or request, bad image id or
- * option), 401 (missing or wrong token), 404 (other paths), 405 (other methods), 413 (body too
+ * answers the report (200); `HEAD`/`GET /v1/images/{id}` serves the cached image's bytes to a
+ * peer (200, or 206 for a `Range`; 404 when it is not cached here, 416 for a range past its end,
+ * 501 for a backend without a cache). Other answers: 400 (malformed JSON or request, bad image id
+ * or option), 401 (missing or wrong token), 404 (other paths), 405 (other methods), 413 (body too
  * large), 415 (not JSON), 500 (unexpected failure); each with `{"error": {name, code, message}}`.
  *
  * @example
@@ -69,6 +68,7 @@ class HttpAnswer extends Error {
  */
 export function createHostAgent(manager: ImageManager, options: HostAgentOptions): HostAgentHandler {
   const token = checkAgentToken('token', options.token);
+  const peerToken = options.peerToken === undefined ? token : checkAgentToken('peerToken', options.peerToken);
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_AGENT_MAX_BODY_BYTES;
   integerFrom(1)('maxBodyBytes', maxBodyBytes);
   const expected = sha256(token);
@@ -79,20 +79,33 @@ export function createHostAgent(manager: ImageManager, options: HostAgentOptions
     return given !== null && timingSafeEqual(sha256(given), expected);
   };
 
+  const requireToken = (request: IncomingMessage, response: ServerResponse): void => {
+    if (authorised(request.headers.authorization)) return;
+    response.setHeader('WWW-Authenticate', 'Bearer realm="virt-imagecache"');
+    log('%s: refused a request from %s: missing or wrong token', manager.host, request.socket.remoteAddress);
+    throw new HttpAnswer(401, new HostUnauthorizedError(manager.host, 401));
+  };
+
   const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
     const { pathname } = new URL(request.url ?? '/', 'http://agent');
+    const imageSegment = imageSegmentOf(pathname);
+    if (imageSegment !== undefined) {
+      checkImageMethod(request, response);
+      requireToken(request, response);
+      await serveCachedImage(manager, imageSegment, request, response);
+      return;
+    }
     if (pathname !== CACHE_IMAGES_PATH) {
-      throw new HttpAnswer(404, new InvalidPrecacheRequestError(`there is no ${pathname} here; the agent serves POST ${CACHE_IMAGES_PATH}.`));
+      throw new HttpAnswer(
+        404,
+        new InvalidPrecacheRequestError(`there is no ${pathname} here; the agent serves POST ${CACHE_IMAGES_PATH} and GET ${IMAGES_PATH}{id}.`),
+      );
     }
     if (request.method !== 'POST') {
       response.setHeader('Allow', 'POST');
       throw new HttpAnswer(405, new InvalidPrecacheRequestError(`${CACHE_IMAGES_PATH} takes POST, not ${request.method ?? '?'}.`));
     }
-    if (!authorised(request.headers.authorization)) {
-      response.setHeader('WWW-Authenticate', 'Bearer realm="virt-imagecache"');
-      log('%s: refused a request from %s: missing or wrong token', manager.host, request.socket.remoteAddress);
-      throw new HttpAnswer(401, new HostUnauthorizedError(manager.host, 401));
-    }
+    requireToken(request, response);
     const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
     if (type !== 'application/json') {
       throw new HttpAnswer(415, new InvalidPrecacheRequestError(`the body must be application/json, not ${type === '' ? 'untyped' : type}.`));
@@ -104,7 +117,7 @@ export function createHostAgent(manager: ImageManager, options: HostAgentOptions
     } catch {
       throw new HttpAnswer(400, new InvalidPrecacheRequestError('the body is not valid JSON.'));
     }
-    const { imageIds, pinTtlSeconds, bytesPerSecond } = parseCacheImagesRequest(parsed);
+    const { imageIds, pinTtlSeconds, bytesPerSecond, peers } = parseCacheImagesRequest(parsed);
     log('%s: pre-cache request for %d image(s) from %s', manager.host, imageIds.length, request.socket.remoteAddress);
 
     const controller = new AbortController();
@@ -112,7 +125,7 @@ export function createHostAgent(manager: ImageManager, options: HostAgentOptions
       // 'close' before the answer was written: the client went away; stop working for it.
       if (!response.writableFinished) controller.abort(new Error('the client disconnected'));
     });
-    const report = await cacheImages(manager, imageIds, { signal: controller.signal, pinTtlSeconds, bytesPerSecond });
+    const report = await cacheImages(manager, imageIds, { signal: controller.signal, pinTtlSeconds, bytesPerSecond, peers, peerToken });
     send(response, 200, report);
   };
 
@@ -149,18 +162,6 @@ export function createHostAgent(manager: ImageManager, options: HostAgentOptions
 
 function sha256(text: string): Buffer {
   return createHash('sha256').update(text).digest();
-}
-
-function send(response: ServerResponse, statusCode: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  response.writeHead(statusCode, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
-  response.end(text);
-}
-
-function sendError(response: ServerResponse, statusCode: number, error: ImageCacheError): void {
-  // The request body may be unread (or too large to read): close rather than drain it.
-  response.setHeader('Connection', 'close');
-  send(response, statusCode, { error });
 }
 
 /** Reads the body, answering 413 as soon as it is known to exceed `limit` (declared or received). */

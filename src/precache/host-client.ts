@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { PeerEndpoint } from '../peer/types.js';
 import type { PrecacheRequestOptions } from './request.js';
 import type { HostCacheReport } from './results.js';
 
@@ -15,6 +16,12 @@ export interface PrecacheHost {
   readonly name: string;
   /** The cell the host belongs to; hosts are grouped by cell for the plan. Default `default`. */
   readonly cell?: string | undefined;
+  /**
+   * The site the host belongs to (hosts behind one WAN link). Hosts of a site pull an image once
+   * from the image service (the site's seed) and then from each other; hosts without a site pull
+   * everything from the image service. Default: none.
+   */
+  readonly site?: string | undefined;
   /**
    * Whether the host's service is up (Nova's `service_is_up`). A host that is down is not
    * contacted: its images are reported `skipped`. Default true.
@@ -26,6 +33,11 @@ export interface PrecacheHost {
 export interface HostCacheOptions extends PrecacheRequestOptions {
   /** Aborted when the caller gives up: the per-host timeout expired or the request was cancelled. */
   readonly signal: AbortSignal;
+  /**
+   * Hosts of the same site the host may read the images from (their agents), before the image
+   * service: see `CacheImagesOptions.peers`.
+   */
+  readonly peers?: readonly PeerEndpoint[] | undefined;
 }
 
 /** Asks one host to pre-cache images. */
@@ -37,4 +49,10 @@ export interface HostClient {
    * reports every image of that host as `error` with that error.
    */
   cacheImages(host: PrecacheHost, imageIds: readonly string[], options: HostCacheOptions): Promise<HostCacheReport>;
+  /**
+   * Where `host` serves its cache to its site's peers (its agent's base URL), or undefined when
+   * unknown. Without it (or when it answers undefined for a host of a site) the fan-out treats that
+   * site as site-unaware: every host pulls from the image service.
+   */
+  peerEndpointOf?(host: PrecacheHost): PeerEndpoint | undefined;
 }

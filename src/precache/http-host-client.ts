@@ -19,6 +19,7 @@ import {
 } from '../errors.js';
 import type { ImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
+import type { PeerEndpoint } from '../peer/types.js';
 import { setLongTimeout } from '../timer.js';
 import { startDeadline, validateTimeoutMs } from './deadline.js';
 import type { HostCacheOptions, HostClient, PrecacheHost } from './host-client.js';
@@ -38,7 +39,8 @@ const KEEPALIVE_DELAY_MS = 30_000;
 export interface HttpHostClientOptions {
   /**
    * Each host's agent base URL, `http://` or `https://` (e.g. `http://10.0.0.5:8775`): a map by
-   * host name, or a function of the host.
+   * host name, or a function of the host. It is also where the host serves its site's peers
+   * ({@link HttpHostClient.peerEndpointOf}).
    */
   readonly endpoints: Readonly<Record<string, string>> | ((host: PrecacheHost) => string);
   /**
@@ -120,6 +122,15 @@ export class HttpHostClient implements HostClient {
       }
     }
     throw answerError(host.name, url, answer);
+  }
+
+  /** `host`'s agent, as its site's peers reach it: its endpoint, or undefined when none is configured or it is malformed. */
+  peerEndpointOf(host: PrecacheHost): PeerEndpoint | undefined {
+    try {
+      return { name: host.name, url: this.#endpointOf(host).href };
+    } catch {
+      return undefined;
+    }
   }
 
   #endpointOf(host: PrecacheHost): URL {

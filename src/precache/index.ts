@@ -10,6 +10,7 @@ export {
   decodeErrorJSON,
   decodeHostCacheReport,
   encodeCacheImagesRequest,
+  MAX_REQUEST_PEERS,
   parseCacheImagesRequest,
 } from './wire.js';
 export type { CacheImagesRequest, CacheImagesRequestBody, CacheImagesRequestItem } from './wire.js';

@@ -7,61 +7,45 @@
  *    contacted (Nova: "don't ask a ton of computes to do something impossible");
  * 2. group the hosts by cell and log the plan;
  * 3. skip hosts that are down;
- * 4. ask at most `concurrency` hosts at a time, each within a timeout; a host failing never stops
- *    the others;
- * 5. emit `start`, one `progress` per host (down and failed hosts too) and `end`;
- * 6. resolve to a summary of every host and image.
+ * 4. ask at most `concurrency` hosts at a time, each within a timeout, site by site through a seed
+ *    and its peers (see sites.ts), only inside the pre-cache window if one is given (pausing the
+ *    hosts still working at its end, resuming them in the next); a host failing never stops the
+ *    others;
+ * 5. emit `start`, `window` changes, one `progress` per host (down and failed hosts too) and `end`;
+ * 6. resolve to a summary of every host, image and site.
  *
  * @module
  */
-import pLimit from 'p-limit';
 import { throwIfAborted } from '../abort.js';
-import {
-  AbortedError,
-  HostTimeoutError,
-  HostUnavailableError,
-  ImageNotActiveError,
-  InvalidConfigError,
-  InvalidPrecacheRequestError,
-  isImageCacheError,
-} from '../errors.js';
-import type { ImageCacheError } from '../errors.js';
+import { systemClock } from '../clock.js';
+import type { Clock } from '../clock.js';
+import { InvalidConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { DEFAULT_OPTIONS, integerFrom } from '../options.js';
 import type { ImageSource } from '../source/image-source.js';
-import { toImageCacheError } from './cache-images.js';
 import { validateTimeoutMs } from './deadline.js';
-import { DeadlineGroup } from './deadline-group.js';
 import type { PrecacheEvent } from './events.js';
-import type { HostClient, PrecacheHost } from './host-client.js';
+import type { HostClient } from './host-client.js';
+import { skippedOutcome, splitCachedFailed } from './outcomes.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
-import {
-  answeredOutcome,
-  describePrecacheSummary,
-  failedOutcome,
-  skippedOutcome,
-  splitCachedFailed,
-  summarise,
-} from './summary.js';
+import { HostCalls } from './host-calls.js';
+import { FanOutPlan, siteCapsOf } from './sites.js';
+import type { PlannedHost } from './sites.js';
+import { describePrecacheSummary, summarise } from './summary.js';
 import type { PrecacheAggregateRef, PrecacheHostOutcome, PrecacheSummary } from './summary.js';
+import { groupByCell, lookUpImages, validateAggregate } from './validate-aggregate.js';
+import type { PrecacheAggregate } from './validate-aggregate.js';
+import { runInWindows, toSchedule } from './window.js';
+import type { PrecacheSchedule, PrecacheWindow } from './window.js';
+
+export { DEFAULT_CELL } from './validate-aggregate.js';
+export type { PrecacheAggregate } from './validate-aggregate.js';
 
 const log = createLogger('precache');
 
 /** Nova's `long_rpc_timeout`: how long a compute may take over its `cache_images` call. */
 export const DEFAULT_PRECACHE_HOST_TIMEOUT_MS = 1_800_000;
-
-/** The cell of hosts that name none. */
-export const DEFAULT_CELL = 'default';
-
-/** Image lookups in flight during validation: a handful, not one per image at once. */
-const LOOKUP_CONCURRENCY = 8;
-
-/** An aggregate: a named set of hosts. */
-export interface PrecacheAggregate extends PrecacheAggregateRef {
-  /** Its hosts, each named once. */
-  readonly hosts: readonly PrecacheHost[];
-}
 
 /** Options of {@link precacheImages}. */
 export interface PrecacheImagesOptions extends PrecacheRequestOptions {
@@ -71,16 +55,35 @@ export interface PrecacheImagesOptions extends PrecacheRequestOptions {
   readonly imageIds: readonly string[];
   /** Where the images are looked up before any host is asked (the hosts download from their own). */
   readonly source: ImageSource;
-  /** How hosts are asked. */
+  /**
+   * How hosts are asked. For hosts with a `site`, its `peerEndpointOf` says where each serves its
+   * cache to its site's peers; a site with a host it knows no endpoint of runs site-unaware.
+   */
   readonly client: HostClient;
-  /** Hosts asked at once (Nova's `[image_cache]precache_concurrency`). Default 1. */
+  /** Hosts asked at once (Nova's `[image_cache]precache_concurrency`), seeds and peers alike. Default 1. */
   readonly concurrency?: number | undefined;
   /** How long one host may take, ms (`Infinity`: no limit). Default 1800000 (Nova's `long_rpc_timeout`). */
   readonly timeoutMs?: number | undefined;
   /**
-   * Cancels the request: hosts not asked yet are not asked, hosts in flight are told to stop, and
-   * once every host has completed (each `failed` with `AbortedError`, with its progress event)
-   * and `end` was emitted, the call rejects with `AbortedError`.
+   * Cap on a site's image-service download speed, bytes per second (its WAN link): one number for
+   * every site, or per site name. The hosts of a site pulling from the image service at once share
+   * it (each: min(`bytesPerSecond`, site cap / such hosts in flight), fixed when it is asked); hosts
+   * fed by peers are held to `bytesPerSecond` only. Hosts without a site are not concerned.
+   */
+  readonly siteBytesPerSecond?: number | Readonly<Record<string, number>> | undefined;
+  /**
+   * When hosts may be asked: one window, or a schedule of windows ({@link dailyWindow}). Hosts are
+   * asked only inside a window; at its end every host still working is aborted with a
+   * `PrecacheWindowClosedError` reason (its download keeps its staging) and asked again in the next
+   * window. With no window left, the unfinished hosts are reported `deferred`. Default: now, no end.
+   */
+  readonly window?: PrecacheWindow | PrecacheSchedule | undefined;
+  /** The clock windows are read from. Default: the system clock. */
+  readonly clock?: Clock | undefined;
+  /**
+   * Cancels the request: hosts not asked yet are not asked, hosts in flight are told to stop (a
+   * wait for a window ends at once), and once every host has completed (each `failed` with
+   * `AbortedError`, with its progress event) and `end` was emitted, the call rejects with `AbortedError`.
    */
   readonly signal?: AbortSignal | undefined;
   /** Receives the events. A listener that throws is logged and ignored. */
@@ -90,14 +93,14 @@ export interface PrecacheImagesOptions extends PrecacheRequestOptions {
 /**
  * Pre-caches `imageIds` on every host of `aggregate` and reports what happened on each.
  *
- * @returns the summary: totals, per image, per host and image, duration
+ * @returns the summary: totals, per image, per host and image, per site, duration
  * @throws before any host is contacted and before any event: `InvalidPrecacheRequestError` (no
  *   images, an image twice, a host twice), `InvalidImageIdError`, `InvalidConfigError`, and the
  *   image source's errors for the first bad image (`ImageNotFoundError`, `ImageNotActiveError`,
  *   `NotAuthorizedError`, `ImageServiceUnavailableError`); `AbortedError` when cancelled
  */
 export async function precacheImages(options: PrecacheImagesOptions): Promise<PrecacheSummary> {
-  const { aggregate, source, client, signal, onEvent, pinTtlSeconds, bytesPerSecond } = options;
+  const { aggregate, source, client, signal, onEvent, pinTtlSeconds } = options;
   // 1. Validate everything before the first host hears of it.
   const imageIds = validateImageIds(options.imageIds);
   validateRequestOptions(options);
@@ -106,9 +109,13 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
   const timeoutMs = options.timeoutMs ?? DEFAULT_PRECACHE_HOST_TIMEOUT_MS;
   validateTimeoutMs('timeoutMs', timeoutMs);
   const hosts = validateAggregate(aggregate);
+  const siteCap = siteCapsOf(options.siteBytesPerSecond, new Set(hosts.flatMap((host) => (host.site === undefined ? [] : [host.site]))));
+  const schedule = options.window === undefined ? undefined : toSchedule(options.window);
+  const clock = options.clock ?? systemClock;
+  if (typeof (clock as Partial<Clock>).now !== 'function') throw new InvalidConfigError('clock', 'a Clock ({ now(): number })', clock);
   await lookUpImages(source, imageIds, signal);
 
-  const startedAt = Date.now();
+  const startedAt = clock.now();
   const started = performance.now();
   const ref: PrecacheAggregateRef = { id: aggregate.id, name: aggregate.name };
   const hostNames = hosts.map((host) => host.name);
@@ -146,65 +153,61 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
       aggregate: ref,
       host: outcome.host,
       cell: outcome.cell,
+      site: outcome.site,
+      seed: outcome.seed,
       status: outcome.status,
       index: completed,
       total: hosts.length,
       images_cached: cached,
       images_failed: failed,
+      bytes_from: outcome.bytesFrom,
       error: outcome.error,
     });
   };
 
-  // One timer and signal per batch of hosts started together, not per host (see DeadlineGroup).
-  const deadlines = new DeadlineGroup(signal, timeoutMs);
-  const askHost = async (host: PrecacheHost, cell: string): Promise<void> => {
-    const hostStarted = performance.now();
-    if (aborted()) {
-      complete(failedOutcome(host.name, cell, imageIds, new AbortedError(`Pre-caching on host ${host.name}`, undefined, signal?.reason), 0));
-      return;
-    }
-    const deadline = deadlines.start();
-    try {
-      const report = await deadline.race(
-        client.cacheImages(host, imageIds, { signal: deadline.signal, pinTtlSeconds, bytesPerSecond }),
-      );
-      complete(answeredOutcome(host.name, cell, imageIds, report, performance.now() - hostStarted));
-    } catch (thrown) {
-      let error: ImageCacheError;
-      if (deadline.timedOut) error = new HostTimeoutError(host.name, timeoutMs);
-      else if (aborted()) error = new AbortedError(`Pre-caching on host ${host.name}`, undefined, signal?.reason);
-      else error = toHostError(thrown, host.name);
-      log('pre-caching on host %s failed: %s', host.name, error.message);
-      complete(failedOutcome(host.name, cell, imageIds, error, performance.now() - hostStarted));
-    } finally {
-      deadline.done();
-    }
-  };
-
-  // 3 and 4. Down hosts complete at once; the others queue in plan order, `concurrency` at a time.
-  const limit = pLimit(concurrency);
-  const running: Promise<void>[] = [];
+  // 3. Down hosts complete at once; the others go to the plan in plan order.
+  const up: PlannedHost[] = [];
   for (const [cell, cellHosts] of cells) {
     for (const host of cellHosts) {
+      const place = { host: host.name, cell, site: host.site ?? null };
       if (host.up === false) {
         log("Skipping image pre-cache request to compute '%s' because it is not up", host.name);
-        complete(skippedOutcome(host.name, cell, imageIds));
+        complete(skippedOutcome(place, imageIds));
       } else {
-        running.push(limit(askHost, host, cell));
+        up.push({ host, place });
       }
     }
   }
-  try {
-    await Promise.all(running);
-  } finally {
-    deadlines.close();
-  }
+  const plan = new FanOutPlan(up, client, options.bytesPerSecond ?? Number.POSITIVE_INFINITY, siteCap);
+  const calls = new HostCalls({ client, imageIds, pinTtlSeconds, timeoutMs, concurrency, signal, plan, complete });
+
+  // 4. Rounds: one without a window, one per window with one.
+  const lastEnd =
+    schedule === undefined
+      ? (await calls.round(undefined), null)
+      : await runInWindows({
+          schedule,
+          clock,
+          signal,
+          unfinished: () => plan.remaining.length,
+          round: (windowSignal) => {
+            plan.startRound();
+            return calls.round(windowSignal);
+          },
+          onWindow: (state, window, paused) => {
+            emit({ type: 'aggregate.cache_images.window', aggregate: ref, state, ...window, paused, remaining: plan.remaining.length });
+          },
+        });
+
+  // Hosts left over: cancelled, or no window was left for them.
+  calls.settleLeftovers(lastEnd);
 
   // 5 and 6.
   const summary = summarise({
     aggregate: ref,
     imageIds,
     hosts: hosts.map((host) => outcomes.get(host.name) ?? unreachable(host.name)),
+    sites: plan.siteFacts(),
     startedAt,
     durationMs: performance.now() - started,
     aborted: aborted(),
@@ -215,78 +218,6 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
   return summary;
 }
 
-/** What a client threw, as a typed error about the host (an untyped throw is a broken client). */
-function toHostError(thrown: unknown, host: string): ImageCacheError {
-  if (isImageCacheError(thrown)) return thrown;
-  const detail = thrown instanceof Error ? thrown.message : String(thrown);
-  return new HostUnavailableError(host, `its client failed: ${detail}`, { cause: thrown });
-}
-
 function unreachable(host: string): never {
   throw new Error(`internal error: host ${host} has no outcome`);
-}
-
-/** Checks the aggregate's shape and host names; returns its hosts. */
-function validateAggregate(aggregate: PrecacheAggregate): readonly PrecacheHost[] {
-  const { id, name, hosts } = aggregate as Partial<Record<keyof PrecacheAggregate, unknown>>;
-  if (!(typeof id === 'string' && id !== '') && !(typeof id === 'number' && Number.isSafeInteger(id))) {
-    throw new InvalidConfigError('aggregate.id', 'a non-empty string or an integer', id);
-  }
-  if (typeof name !== 'string') throw new InvalidConfigError('aggregate.name', 'a string', name);
-  if (!Array.isArray(hosts)) throw new InvalidConfigError('aggregate.hosts', 'an array of hosts ({ name, cell?, up? })', hosts);
-  const seen = new Set<string>();
-  for (const candidate of hosts as readonly unknown[]) {
-    const host = (typeof candidate === 'object' && candidate !== null ? candidate : {}) as Record<'name' | 'cell' | 'up', unknown>;
-    if (typeof host.name !== 'string' || host.name === '') {
-      throw new InvalidConfigError('aggregate.hosts[].name', 'a non-empty host name', host.name);
-    }
-    if (host.cell !== undefined && (typeof host.cell !== 'string' || host.cell === '')) {
-      throw new InvalidConfigError(`cell of host ${host.name}`, 'a non-empty cell name', host.cell);
-    }
-    if (host.up !== undefined && typeof host.up !== 'boolean') {
-      throw new InvalidConfigError(`up of host ${host.name}`, 'true or false', host.up);
-    }
-    if (seen.has(host.name)) {
-      throw new InvalidPrecacheRequestError(`host ${host.name} appears twice in aggregate ${aggregate.name}; list each host once.`);
-    }
-    seen.add(host.name);
-  }
-  return hosts as readonly PrecacheHost[];
-}
-
-/**
- * Describes every image; the first bad one in request order fails the request (so the error does
- * not depend on which lookup answered first). A source that reports a non-active image without
- * rejecting is caught here too.
- */
-async function lookUpImages(source: ImageSource, imageIds: readonly string[], signal: AbortSignal | undefined): Promise<void> {
-  const limit = pLimit(LOOKUP_CONCURRENCY);
-  const lookups = await Promise.allSettled(
-    imageIds.map((imageId) =>
-      limit(async () => {
-        throwIfAborted(signal, 'Pre-cache validation', imageId);
-        const info = await source.describe(imageId, { signal });
-        if (info.status !== 'active') throw new ImageNotActiveError(imageId, info.status);
-      }),
-    ),
-  );
-  for (const [i, lookup] of lookups.entries()) {
-    if (lookup.status === 'rejected') {
-      const imageId = imageIds[i] ?? '';
-      log('pre-cache request rejected: image %s failed validation', imageId);
-      throw toImageCacheError(lookup.reason, imageId);
-    }
-  }
-}
-
-/** Hosts by cell, cells in order of first appearance, hosts in aggregate order. */
-function groupByCell(hosts: readonly PrecacheHost[]): Map<string, PrecacheHost[]> {
-  const cells = new Map<string, PrecacheHost[]>();
-  for (const host of hosts) {
-    const cell = host.cell ?? DEFAULT_CELL;
-    const members = cells.get(cell);
-    if (members === undefined) cells.set(cell, [host]);
-    else members.push(host);
-  }
-  return cells;
 }

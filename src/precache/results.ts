@@ -6,6 +6,7 @@
  * @module
  */
 import type { ImageCacheError } from '../errors.js';
+import type { BytesFrom } from '../peer/types.js';
 
 /**
  * The status of one image on one host (Nova's `cache_images` statuses):
@@ -30,6 +31,11 @@ export interface PrecacheImageResult {
   readonly durationMs: number;
   /** When the pin asked for expires (ms since the epoch), or null when none was asked or set. */
   readonly pinnedUntil: number | null;
+  /**
+   * Where the downloaded bytes came from, per origin (`glance`, `peer:<host>`); empty unless
+   * `cached`.
+   */
+  readonly bytesFrom: readonly BytesFrom[];
 }
 
 /** A host's answer to a pre-cache request. */

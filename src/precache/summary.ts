@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { HostUnavailableError } from '../errors.js';
 import type { ImageCacheError } from '../errors.js';
-import type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './results.js';
+import type { BytesFrom } from '../peer/types.js';
+import type { PrecacheImageResult, PrecacheImageStatus } from './results.js';
 
 /** An aggregate, as events and summaries name it (Nova's `AggregatePayload` id and name). */
 export interface PrecacheAggregateRef {
@@ -22,14 +22,17 @@ export interface PrecacheAggregateRef {
  * - `skipped`: the host was down and was not contacted (its images are `skipped`);
  * - `failed`: the host could not be asked or did not answer (timeout, refused credentials, network,
  *   cancelled); every image counts as `error` with the host's error. Nova drops such hosts from
- *   its counts and notifications (docs/nova-parity.md, gap G); they are counted here.
+ *   its counts and notifications (docs/nova-parity.md, gap G); they are counted here;
+ * - `deferred`: the pre-cache window closed before the host finished (or before it was asked) and
+ *   no later window came; its images are `deferred` and its error is a `PrecacheWindowClosedError`.
+ *   Asking again resumes its downloads from their kept staging.
  */
-export type PrecacheHostStatus = 'done' | 'skipped' | 'failed';
+export type PrecacheHostStatus = 'done' | 'skipped' | 'failed' | 'deferred';
 
 /** One image on one host, as the fan-out reports it. */
 export interface PrecacheHostImage extends Omit<PrecacheImageResult, 'status'> {
-  /** The host's status for the image, or `skipped` when the host was down. */
-  readonly status: PrecacheImageStatus | 'skipped';
+  /** The host's status for the image, `skipped` when the host was down, `deferred` when no window was left for it. */
+  readonly status: PrecacheImageStatus | 'skipped' | 'deferred';
 }
 
 /** What one host did. */
@@ -38,11 +41,17 @@ export interface PrecacheHostOutcome {
   readonly host: string;
   /** Its cell. */
   readonly cell: string;
+  /** Its site, or null for a host without one. */
+  readonly site: string | null;
+  /** True when it was asked as its site's seed: to pull from the image service, with no peers. */
+  readonly seed: boolean;
   /** How its part ended. */
   readonly status: PrecacheHostStatus;
   /** One entry per requested image, in request order. */
   readonly images: readonly PrecacheHostImage[];
-  /** For `failed`: why the host as a whole failed; null otherwise. */
+  /** Bytes it downloaded, per origin, summed over its images (`glance` first, then peers as first seen). */
+  readonly bytesFrom: readonly BytesFrom[];
+  /** For `failed` and `deferred`: why the host as a whole did not finish; null otherwise. */
   readonly error: ImageCacheError | null;
   /** Time from the call to the answer, ms (0 for `skipped`). */
   readonly durationMs: number;
@@ -63,6 +72,26 @@ export interface PrecacheCounts {
   readonly unsupported: number;
   /** Hosts that were down and not contacted. */
   readonly skipped: number;
+  /** Image x host pairs left for a later window (their hosts are `deferred`). */
+  readonly deferred: number;
+}
+
+/** One site across the aggregate: who pulled from the image service, and the bytes the peers saved. */
+export interface PrecacheSiteTotals {
+  /** The site. */
+  readonly site: string;
+  /** Its hosts, down ones included. */
+  readonly hosts: number;
+  /** The host whose cache fed the others (the last seed that answered with images), or null. */
+  readonly seed: string | null;
+  /** False when the site was pre-cached site-unaware (a host's peer endpoint was unknown): every host from the image service. */
+  readonly peerFanOut: boolean;
+  /** Bytes its hosts downloaded from the image service (over the site's WAN link). */
+  readonly bytesFromGlance: number;
+  /** Bytes its hosts downloaded from each other. */
+  readonly bytesFromPeers: number;
+  /** Image service bytes the peers saved: {@link PrecacheSiteTotals.bytesFromPeers}. */
+  readonly bytesSaved: number;
 }
 
 /** One image across the aggregate: how many hosts ended in each status. */
@@ -83,6 +112,10 @@ export interface PrecacheSummary {
   readonly counts: PrecacheCounts;
   /** Hosts whose call failed as a whole (their images are counted under `error`). */
   readonly failedHosts: number;
+  /** Hosts left for a later window (their images are counted under `deferred`). */
+  readonly deferredHosts: number;
+  /** Per site, in order of first appearance in the aggregate; empty when no host names a site. */
+  readonly sites: readonly PrecacheSiteTotals[];
   /** Per image, in request order; `error` is the image's failure count (Nova's per-image warning). */
   readonly images: readonly PrecacheImageTally[];
   /** Per host, in aggregate order, with each image's status. */
@@ -95,92 +128,34 @@ export interface PrecacheSummary {
   readonly aborted: boolean;
 }
 
-/** The outcome of a host that was down. */
-export function skippedOutcome(host: string, cell: string, imageIds: readonly string[]): PrecacheHostOutcome {
-  return {
-    host,
-    cell,
-    status: 'skipped',
-    images: imageIds.map((imageId) => ({ imageId, status: 'skipped', error: null, bytes: 0, durationMs: 0, pinnedUntil: null })),
-    error: null,
-    durationMs: 0,
-  };
-}
-
-/** The outcome of a host whose call failed: every image is an `error` carrying the host's error. */
-export function failedOutcome(
-  host: string,
-  cell: string,
-  imageIds: readonly string[],
-  error: ImageCacheError,
-  durationMs: number,
-): PrecacheHostOutcome {
-  return {
-    host,
-    cell,
-    status: 'failed',
-    images: imageIds.map((imageId) => ({ imageId, status: 'error', error, bytes: 0, durationMs: 0, pinnedUntil: null })),
-    error,
-    durationMs,
-  };
-}
-
-/**
- * The outcome of a host that answered. A report that does not list exactly the requested images,
- * in order, makes the host `failed`: a client that answers for other images is broken.
- */
-export function answeredOutcome(
-  host: string,
-  cell: string,
-  imageIds: readonly string[],
-  report: HostCacheReport,
-  durationMs: number,
-): PrecacheHostOutcome {
-  const answered = report.images.map((image) => image.imageId);
-  if (answered.length !== imageIds.length || answered.some((imageId, i) => imageId !== imageIds[i])) {
-    const error = new HostUnavailableError(
-      host,
-      `it answered for images [${answered.join(', ')}] instead of [${imageIds.join(', ')}]`,
-    );
-    return failedOutcome(host, cell, imageIds, error, durationMs);
-  }
-  return { host, cell, status: 'done', images: report.images, error: null, durationMs };
-}
-
-/** The images a host has (cached or existing) and the ones it has not, as Nova's progress payload lists them. */
-export function splitCachedFailed(outcome: PrecacheHostOutcome): { cached: string[]; failed: string[] } {
-  const cached: string[] = [];
-  const failed: string[] = [];
-  for (const image of outcome.images) {
-    (image.status === 'cached' || image.status === 'existing' ? cached : failed).push(image.imageId);
-  }
-  return { cached, failed };
-}
-
 /** Builds the summary from the outcomes of every host, in aggregate order. */
 export function summarise(parts: {
   aggregate: PrecacheAggregateRef;
   imageIds: readonly string[];
   hosts: readonly PrecacheHostOutcome[];
+  /** Each site's seed and whether its peers were used (sites without an up host may be missing). */
+  sites: readonly SiteFacts[];
   startedAt: number;
   durationMs: number;
   aborted: boolean;
 }): PrecacheSummary {
   const tallies = new Map(
-    parts.imageIds.map((imageId) => [imageId, { imageId, cached: 0, existing: 0, error: 0, unsupported: 0, skipped: 0 }]),
+    parts.imageIds.map((imageId) => [imageId, { imageId, cached: 0, existing: 0, error: 0, unsupported: 0, skipped: 0, deferred: 0 }]),
   );
   let failedHosts = 0;
   let skippedHosts = 0;
+  let deferredHosts = 0;
   for (const outcome of parts.hosts) {
     if (outcome.status === 'failed') failedHosts += 1;
     if (outcome.status === 'skipped') skippedHosts += 1;
+    if (outcome.status === 'deferred') deferredHosts += 1;
     for (const image of outcome.images) {
       const tally = tallies.get(image.imageId);
       if (tally !== undefined) tally[image.status] += 1;
     }
   }
   const images = [...tallies.values()];
-  const total = (key: 'cached' | 'existing' | 'error' | 'unsupported'): number => images.reduce((sum, tally) => sum + tally[key], 0);
+  const total = (key: 'cached' | 'existing' | 'error' | 'unsupported' | 'deferred'): number => images.reduce((sum, tally) => sum + tally[key], 0);
   return {
     aggregate: { id: parts.aggregate.id, name: parts.aggregate.name },
     imageIds: parts.imageIds,
@@ -191,8 +166,11 @@ export function summarise(parts: {
       error: total('error'),
       unsupported: total('unsupported'),
       skipped: skippedHosts,
+      deferred: total('deferred'),
     },
     failedHosts,
+    deferredHosts,
+    sites: siteTotals(parts.sites, parts.hosts),
     images,
     hosts: parts.hosts,
     startedAt: parts.startedAt,
@@ -211,10 +189,53 @@ export function describePrecacheSummary(summary: PrecacheSummary): string[] {
   const lines = [
     `Image pre-cache operation for image(s) ${summary.imageIds.join(', ')} ${summary.aborted ? 'was cancelled after' : 'completed in'} ` +
       `${(summary.durationMs / 1000).toFixed(2)} seconds; ${counts.cached} cached, ${counts.existing} existing, ` +
-      `${counts.error} errors, ${counts.unsupported} unsupported, ${counts.skipped} skipped (down) hosts`,
+      `${counts.error} errors, ${counts.unsupported} unsupported, ${counts.skipped} skipped (down) hosts` +
+      (counts.deferred > 0 ? `, ${counts.deferred} deferred to a later window (${summary.deferredHosts} hosts)` : ''),
   ];
   for (const tally of summary.images) {
     if (tally.error > 0) lines.push(`Image pre-cache operation for image ${tally.imageId} failed ${tally.error} times`);
   }
+  for (const site of summary.sites) {
+    const how = site.peerFanOut ? `seed ${site.seed ?? 'none'}` : 'site-unaware: no peer endpoints';
+    lines.push(
+      `Site ${site.site} (${site.hosts} hosts, ${how}): ${site.bytesFromGlance} bytes from glance, ` +
+        `${site.bytesFromPeers} bytes from peers (${site.bytesSaved} bytes saved)`,
+    );
+  }
   return lines;
+}
+
+/** What the fan-out knows of a site besides its hosts' outcomes. */
+export interface SiteFacts {
+  /** The site. */
+  readonly site: string;
+  /** The seed whose cache fed the others, or null. */
+  readonly seed: string | null;
+  /** False when the site ran site-unaware. */
+  readonly peerFanOut: boolean;
+}
+
+function siteTotals(sites: readonly SiteFacts[], hosts: readonly PrecacheHostOutcome[]): PrecacheSiteTotals[] {
+  const facts = new Map(sites.map((site) => [site.site, site]));
+  const totals = new Map<string, { hosts: number; bytesFromGlance: number; bytesFromPeers: number }>();
+  // In aggregate order, down hosts included: a site whose hosts were all down still has its line.
+  for (const outcome of hosts) {
+    if (outcome.site === null) continue;
+    const total = totals.get(outcome.site) ?? { hosts: 0, bytesFromGlance: 0, bytesFromPeers: 0 };
+    totals.set(outcome.site, total);
+    total.hosts += 1;
+    for (const { from, bytes } of outcome.bytesFrom) {
+      if (from === 'glance') total.bytesFromGlance += bytes;
+      else total.bytesFromPeers += bytes;
+    }
+  }
+  return [...totals].map(([site, total]) => ({
+    site,
+    hosts: total.hosts,
+    seed: facts.get(site)?.seed ?? null,
+    peerFanOut: facts.get(site)?.peerFanOut ?? false,
+    bytesFromGlance: total.bytesFromGlance,
+    bytesFromPeers: total.bytesFromPeers,
+    bytesSaved: total.bytesFromPeers,
+  }));
 }

@@ -4,7 +4,8 @@
  *
  * `POST /v1/cache-images` with `Authorization: Bearer <token>` and a JSON body shaped like Nova's
  * `POST /os-aggregates/{id}/images` (`{"cache": [{"id": "..."}]}`, no other keys per item), plus the
- * per-request options Nova's spec left room for: `pinTtlSeconds`, `bytesPerSecond`. The answer is
+ * per-request options Nova's spec left room for: `pinTtlSeconds`, `bytesPerSecond`, and `peers` (the
+ * host's site peers to fetch the bytes from: `[{"name", "url"}]`). The answer is
  * the host's report as JSON (errors in their `toJSON` form); failures answer
  * `{"error": {"name", "code", "message"}}` with a 4xx or 5xx status.
  *
@@ -12,6 +13,7 @@
  */
 import { InvalidConfigError, InvalidPrecacheRequestError, RemoteImageCacheError } from '../errors.js';
 import type { ImageCacheErrorCode, ImageCacheErrorJSON } from '../errors.js';
+import type { ByteOrigin, BytesFrom, PeerEndpoint } from '../peer/types.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
 import type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './results.js';
@@ -33,13 +35,20 @@ export interface CacheImagesRequestBody {
   readonly pinTtlSeconds?: number | undefined;
   /** Download speed cap, bytes per second. */
   readonly bytesPerSecond?: number | undefined;
+  /** The site peers to fetch the bytes from, in order; at most {@link MAX_REQUEST_PEERS}. */
+  readonly peers?: readonly PeerEndpoint[] | undefined;
 }
 
 /** A parsed, validated request. */
 export interface CacheImagesRequest extends PrecacheRequestOptions {
   /** The images, in order, each once. */
   readonly imageIds: readonly string[];
+  /** The site peers to fetch the bytes from, in order (empty: none). */
+  readonly peers: readonly PeerEndpoint[];
 }
+
+/** Most peers one request may name: a site's hosts worth trying before the image service. */
+export const MAX_REQUEST_PEERS = 64;
 
 /** Longest bearer token, characters: far below node's 16 KiB limit on a request head. */
 export const MAX_AGENT_TOKEN_LENGTH = 4096;
@@ -73,21 +82,27 @@ export function bearerTokenOf(header: string | undefined): string | null {
   return BEARER.exec(header ?? '')?.[1] ?? null;
 }
 
-const BODY_KEYS: ReadonlySet<string> = new Set(['cache', 'pinTtlSeconds', 'bytesPerSecond']);
+const BODY_KEYS: ReadonlySet<string> = new Set(['cache', 'pinTtlSeconds', 'bytesPerSecond', 'peers']);
 const STATUSES: ReadonlySet<string> = new Set<PrecacheImageStatus>(['cached', 'existing', 'unsupported', 'error']);
 
 /** The body for `imageIds` and `options` (JSON has no `Infinity`: an uncapped speed is left out). */
-export function encodeCacheImagesRequest(imageIds: readonly string[], options: PrecacheRequestOptions): CacheImagesRequestBody {
+export function encodeCacheImagesRequest(
+  imageIds: readonly string[],
+  options: PrecacheRequestOptions & { readonly peers?: readonly PeerEndpoint[] | undefined },
+): CacheImagesRequestBody {
   return {
     cache: imageIds.map((id) => ({ id })),
     ...(options.pinTtlSeconds === undefined ? {} : { pinTtlSeconds: options.pinTtlSeconds }),
     ...(options.bytesPerSecond === undefined || !Number.isFinite(options.bytesPerSecond) ? {} : { bytesPerSecond: options.bytesPerSecond }),
+    ...(options.peers === undefined || options.peers.length === 0 ? {} : { peers: options.peers.map(({ name, url }) => ({ name, url })) }),
   };
 }
 
 /**
  * Validates a parsed JSON body as Nova validates its schema: `cache` required, at least one item,
- * each item exactly `{ "id": string }`, no unknown keys; then the image ids and options.
+ * each item exactly `{ "id": string }`, no unknown keys; then the image ids and options; `peers`,
+ * when present, a list of at most {@link MAX_REQUEST_PEERS} `{ "name", "url" }` (a non-empty name,
+ * an http(s) URL, each name once).
  *
  * @throws `InvalidPrecacheRequestError`, `InvalidImageIdError` or `InvalidConfigError`
  */
@@ -99,7 +114,7 @@ export function parseCacheImagesRequest(body: unknown): CacheImagesRequest {
   if (unknownKey !== undefined) {
     throw new InvalidPrecacheRequestError(`unknown field ${JSON.stringify(unknownKey)}; accepted: ${[...BODY_KEYS].join(', ')}.`);
   }
-  const { cache, pinTtlSeconds, bytesPerSecond } = body as Record<string, unknown>;
+  const { cache, pinTtlSeconds, bytesPerSecond, peers } = body as Record<string, unknown>;
   if (!Array.isArray(cache)) {
     throw new InvalidPrecacheRequestError('"cache" is required: a list of {"id": "<image id>"}.');
   }
@@ -117,6 +132,7 @@ export function parseCacheImagesRequest(body: unknown): CacheImagesRequest {
     imageIds: validateImageIds(imageIds),
     pinTtlSeconds: pinTtlSeconds as number | undefined,
     bytesPerSecond: bytesPerSecond as number | undefined,
+    peers: parsePeers(peers),
   };
   try {
     validateRequestOptions(request);
@@ -126,6 +142,40 @@ export function parseCacheImagesRequest(body: unknown): CacheImagesRequest {
     throw error;
   }
   return request;
+}
+
+/** Checks the request's `peers`: absent is none. */
+function parsePeers(value: unknown): PeerEndpoint[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || value.length > MAX_REQUEST_PEERS) {
+    throw new InvalidPrecacheRequestError(`"peers" must be a list of at most ${MAX_REQUEST_PEERS} {"name", "url"}.`);
+  }
+  const names = new Set<string>();
+  return (value as unknown[]).map((item, i) => {
+    const fields = (typeof item === 'object' && item !== null && !Array.isArray(item) ? item : null) as Record<string, unknown> | null;
+    const keys = fields === null ? [] : Object.keys(fields).sort();
+    if (fields === null || keys.length !== 2 || keys[0] !== 'name' || keys[1] !== 'url') {
+      throw new InvalidPrecacheRequestError(`peers[${i}] must be an object with exactly "name" and "url".`);
+    }
+    const { name, url } = fields;
+    if (typeof name !== 'string' || name === '' || names.has(name)) {
+      throw new InvalidPrecacheRequestError(`peers[${i}].name must be a non-empty host name, each peer once.`);
+    }
+    if (typeof url !== 'string' || !isHttpUrl(url)) {
+      throw new InvalidPrecacheRequestError(`peers[${i}].url must be an http:// or https:// URL.`);
+    }
+    names.add(name);
+    return { name, url };
+  });
+}
+
+function isHttpUrl(raw: string): boolean {
+  try {
+    const { protocol } = new URL(raw);
+    return protocol === 'http:' || protocol === 'https:';
+  } catch {
+    return false;
+  }
 }
 
 /** Reads an error's JSON form, or null when `value` is not one. */
@@ -153,7 +203,7 @@ export function decodeHostCacheReport(host: string, value: unknown): HostCacheRe
   if (!Array.isArray(images)) throw new Error('the answer has no "images" list');
   const decoded = (images as unknown[]).map((item, i): PrecacheImageResult => {
     const fields = (typeof item === 'object' && item !== null ? item : {}) as Record<string, unknown>;
-    const { imageId, status, error, bytes, pinnedUntil } = fields;
+    const { imageId, status, error, bytes, pinnedUntil, bytesFrom } = fields;
     if (typeof imageId !== 'string' || typeof status !== 'string' || !STATUSES.has(status)) {
       throw new Error(`images[${i}] has no valid imageId and status`);
     }
@@ -170,7 +220,21 @@ export function decodeHostCacheReport(host: string, value: unknown): HostCacheRe
       bytes: typeof bytes === 'number' ? bytes : 0,
       durationMs: typeof fields.durationMs === 'number' ? fields.durationMs : 0,
       pinnedUntil: typeof pinnedUntil === 'number' ? pinnedUntil : null,
+      bytesFrom: decodeBytesFrom(bytesFrom),
     };
   });
   return { host, images: decoded, durationMs: typeof durationMs === 'number' ? durationMs : 0 };
+}
+
+/**
+ * Reads a result's `bytesFrom`, tolerantly: an older agent sends none (an empty list), and an entry
+ * that is not `{from: 'glance' | 'peer:<host>', bytes: <count>}` is dropped.
+ */
+function decodeBytesFrom(value: unknown): BytesFrom[] {
+  if (!Array.isArray(value)) return [];
+  return (value as unknown[]).flatMap((entry): BytesFrom[] => {
+    const { from, bytes } = (typeof entry === 'object' && entry !== null ? entry : {}) as Record<string, unknown>;
+    const origin = typeof from === 'string' && (from === 'glance' || /^peer:.+/.test(from)) ? (from as ByteOrigin) : undefined;
+    return origin !== undefined && typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= 0 ? [{ from: origin, bytes }] : [];
+  });
 }

@@ -16,6 +16,7 @@ import { assertImageSize } from '../fetch/verifier.js';
 import { checkImageId } from '../image-id.js';
 import { createLogger } from '../log.js';
 import type { BodyExchange } from './body-exchange.js';
+import { startBodyExchange } from './body-transport.js';
 import { GlanceBodyReader } from './glance-download.js';
 import { checkToken, resolveOptions } from './glance-options.js';
 import { HEADER_VALUE_RULE } from './header-value.js';
@@ -24,8 +25,7 @@ import { TransportError, describeFailure, isRetryable, statusFailure } from './h
 import { readableFromReader } from './image-reader.js';
 import type { ImageReader } from './image-reader.js';
 import type { ImageInfo, ImageSource, OpenImageOptions, SourceCallOptions } from './image-source.js';
-import { HttpGet, NodeHttpExchange } from './node-http-get.js';
-import { RawHttpGet } from './raw-http-get.js';
+import { HttpGet } from './node-http-get.js';
 import { withRetry } from './retry.js';
 
 export type { GlanceImageSourceOptions } from './glance-options.js';
@@ -215,17 +215,10 @@ export class GlanceImageSource implements ImageSource {
   async #startBody(path: string, position: number): Promise<BodyExchange> {
     const headers = await this.#headers(position > 0 ? { accept: 'application/octet-stream', range: `bytes=${position}-` } : { accept: 'application/octet-stream' });
     const url = new URL(this.#options.base + path);
-    const viaNodeHttp = (): BodyExchange => new NodeHttpExchange(new HttpGet(url, headers, this.#options));
-    if (!this.#rawTransport) return viaNodeHttp();
-    return new RawHttpGet(url, headers, {
-      connectTimeoutMs: this.#options.connectTimeoutMs,
-      idleTimeoutMs: this.#options.idleTimeoutMs,
-      fallback: () => {
-        // Such a server likely frames every body this way: stop asking twice.
-        this.#rawTransport = false;
-        log('%s framed its body in a way the raw client does not read: using node:http from now on', url.href);
-        return viaNodeHttp();
-      },
+    return startBodyExchange(url, headers, this.#options, this.#rawTransport, () => {
+      // Such a server likely frames every body this way: stop asking twice.
+      this.#rawTransport = false;
+      log('%s framed its body in a way the raw client does not read: using node:http from now on', url.href);
     });
   }
 

@@ -5,6 +5,8 @@
  * @module
  */
 import type { Readable } from 'node:stream';
+import type { ImageCacheError } from '../errors.js';
+import type { BytesFrom } from '../peer/types.js';
 
 /** What the image service says about an image (Glance v2 `GET /v2/images/{id}`). */
 export interface ImageInfo {
@@ -65,6 +67,15 @@ export interface ImageSource {
    * {@link open}: resolves once the first response is usable.
    */
   openReader?(imageId: string, options?: OpenImageOptions): Promise<ImageReader>;
+  /**
+   * Optional: told that a download of `imageId` from this source failed verification
+   * (`ChecksumMismatchError`, `SizeMismatchError`). A source that reads from several origins
+   * (`PeerImageSource`: the site's peers, then the image service) blames the origins other than
+   * the image service that contributed bytes, stops using them for the image, and returns true:
+   * the fetcher then downloads the image again from the start. False (or no hook): the error is
+   * the download's.
+   */
+  verificationFailed?(imageId: string, error: ImageCacheError): boolean;
 }
 
 /**
@@ -83,4 +94,10 @@ export interface ImageReader {
   read(into: Uint8Array): Promise<number>;
   /** Releases the connection or stream behind the reader; a pending `read` rejects. Idempotent. */
   destroy(): void;
+  /**
+   * Optional: the bytes each origin delivered through this reader so far (`glance` for the image
+   * service, `peer:<host>` for a site peer). A reader without it delivers the image service's
+   * bytes only.
+   */
+  bytesFrom?(): readonly BytesFrom[];
 }

@@ -2,9 +2,11 @@
 // loopback Glance: output for people and for scripts, documented exit codes, clean interruption.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import type { ChildProcessByStdio } from 'node:child_process';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { cacheFileName } from '../../src/backends/libvirt-file/naming.js';
 import { startFakeGlance } from '../../src/testing/index.js';
@@ -36,6 +38,39 @@ function cli(args: readonly string[], options: { env?: NodeJS.ProcessEnv; onStde
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+interface SpawnedAgent {
+  readonly host: string;
+  readonly child: ChildProcessByStdio<null, Readable, Readable>;
+  /** Its URL, once it listens. */
+  readonly url: Promise<string>;
+}
+
+/** Starts `virt-imagecache agent` for `host` with its cache under `dir/host`. */
+function spawnAgent(dir: string, glanceUrl: string, host: string): SpawnedAgent {
+  const child = spawn(process.execPath, [BIN, 'agent', '--instances-path', path.join(dir, host), '--host', host, '--glance', glanceUrl, '--agent-token', 's3cret'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const url = new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const match = /listening on (http:\/\/\S+)/.exec(out);
+      if (match?.[1] !== undefined) resolve(match[1]);
+    });
+    child.once('exit', (code) => {
+      reject(new Error(`agent exited ${String(code)}`));
+    });
+  });
+  return { host, child, url };
+}
+
+/** Stops the agents with SIGINT; resolves to their exit codes. */
+async function stopAgents(agents: readonly SpawnedAgent[]): Promise<(number | null)[]> {
+  const exits = agents.map((agent) => new Promise<number | null>((resolve) => agent.child.once('exit', resolve)));
+  for (const agent of agents) agent.child.kill('SIGINT');
+  return Promise.all(exits);
 }
 
 describe('virt-imagecache CLI', () => {
@@ -153,23 +188,7 @@ describe('virt-imagecache CLI', () => {
   });
 
   it('agent serves a host\'s cache until SIGINT; precache fans out to the agents, skips a down host and exits 3 (partly done)', async () => {
-    const agents = ['agent-a', 'agent-b'].map((host) => {
-      const child = spawn(process.execPath, [BIN, 'agent', '--instances-path', path.join(dir, host), '--host', host, '--glance', glance.url, '--agent-token', 's3cret'], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const url = new Promise<string>((resolve, reject) => {
-        let out = '';
-        child.stdout.on('data', (d: Buffer) => {
-          out += d.toString();
-          const match = /listening on (http:\/\/\S+)/.exec(out);
-          if (match?.[1] !== undefined) resolve(match[1]);
-        });
-        child.once('exit', (code) => {
-          reject(new Error(`agent exited ${String(code)}`));
-        });
-      });
-      return { host, child, url };
-    });
+    const agents = ['agent-a', 'agent-b'].map((host) => spawnAgent(dir, glance.url, host));
     try {
       const endpoints = await Promise.all(agents.map(async (agent) => `${agent.host}=${await agent.url}`));
       const args = ['precache', '--glance', glance.url, '--images', IMAGE, ...endpoints.flatMap((e) => ['--agent', e]), '--concurrency', '2'];
@@ -177,7 +196,7 @@ describe('virt-imagecache CLI', () => {
       const run = await cli([...args, '--down', 'agent-c', '--agent-token', 's3cret', '--json']);
       assert.equal(run.code, 3, run.stderr);
       const summary = JSON.parse(run.stdout) as { counts: Record<string, number> };
-      assert.deepEqual(summary.counts, { cached: 2, existing: 0, error: 0, unsupported: 0, skipped: 1 });
+      assert.deepEqual(summary.counts, { cached: 2, existing: 0, error: 0, unsupported: 0, skipped: 1, deferred: 0 });
       assert.equal(glance.bytesServed(IMAGE) - before, 2 * data.length);
       const again = await cli([...args, '--agent-token', 's3cret']);
       assert.equal(again.code, 0, again.stderr);
@@ -187,9 +206,41 @@ describe('virt-imagecache CLI', () => {
       assert.equal(denied.code, 3);
       assert.match(denied.stdout, /ERR_HOST_UNAUTHORIZED/);
     } finally {
-      const exits = agents.map((agent) => new Promise<number | null>((resolve) => agent.child.once('exit', resolve)));
-      for (const agent of agents) agent.child.kill('SIGINT');
-      assert.deepEqual(await Promise.all(exits), [0, 0]);
+      assert.deepEqual(await stopAgents(agents), [0, 0]);
+    }
+  });
+
+  it('precache --site/HOST@SITE: the seed first, a progress line per host with its site and byte origins, per-site totals; windows', async () => {
+    const agents = ['site-1', 'site-2', 'site-3'].map((host) => spawnAgent(dir, glance.url, host));
+    try {
+      const [one, two, three] = await Promise.all(agents.map((agent) => agent.url));
+      const base = ['precache', '--glance', glance.url, '--images', IMAGE, '--agent-token', 's3cret', '--concurrency', '3'];
+      const hosts = ['--agent', `site-1@edge=${one ?? ''}`, '--agent', `site-2=${two ?? ''}`, '--agent', `site-3=${three ?? ''}`, '--site', 'site-2=edge', '--site', 'site-3=edge'];
+
+      // A window already over: nobody is asked, every host deferred, exit 3.
+      const past = await cli([...base, ...hosts, '--window', '2020-01-01T01:00:00Z/2020-01-01T05:00:00Z', '--json']);
+      assert.equal(past.code, 3, past.stderr);
+      const deferred = JSON.parse(past.stdout) as { counts: Record<string, number>; hosts: { status: string }[] };
+      assert.deepEqual(deferred.counts, { cached: 0, existing: 0, error: 0, unsupported: 0, skipped: 0, deferred: 3 });
+
+      const now = Date.now();
+      const window = `${new Date(now - 3_600_000).toISOString()}/${new Date(now + 3_600_000).toISOString()}`;
+      const run = await cli([...base, ...hosts, '--window', window]);
+      assert.equal(run.code, 0, run.stderr);
+      const lines = run.stderr.split('\n');
+      assert.match(run.stderr, /^window open until \S+ \(3 hosts to go\)$/m);
+      assert.match(lines.find((line) => line.startsWith('[1/3]')) ?? '', /^\[1\/3\] site-1: done, site edge \(seed\); 3\.0 MiB from glance$/);
+      for (const host of ['site-2', 'site-3']) {
+        assert.match(run.stderr, new RegExp(`^\\[[23]/3\\] ${host}: done, site edge; .*3\\.0 MiB from (glance|peer:site-1)`, 'm'));
+      }
+      assert.match(run.stdout, /^ {2}site edge \(3 hosts, seed site-1\): .* from glance, .* from peers \(.* saved\)$/m);
+
+      for (const bad of [['--window', 'tonight'], ['--daily', '1-5'], ['--daily', '01:00-05:00', '--window', window], ['--site', 'nowhere=edge']]) {
+        const refused = await cli([...base, ...hosts, ...bad]);
+        assert.equal(refused.code, 2, `${bad.join(' ')}: ${refused.stderr}`);
+      }
+    } finally {
+      assert.deepEqual(await stopAgents(agents), [0, 0, 0]);
     }
   });
 });

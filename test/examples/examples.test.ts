@@ -37,9 +37,9 @@ const EXAMPLES: readonly Example[] = [
     expect: [
       /compute-1: host agent \(pid \d+\) listening on http:\/\/127\.0\.0\.1:\d+/,
       /progress \d\/4: compute-4 \(cell2\) skipped: down, not asked/,
-      /summary: \{"cached":6,"existing":0,"error":0,"unsupported":0,"skipped":1\}/,
-      /summary: \{"cached":0,"existing":6,"error":0,"unsupported":0,"skipped":1\}; new bytes from Glance: 0\n/,
-      /summary: \{"cached":0,"existing":0,"error":6,"unsupported":0,"skipped":1\}, 3 failed hosts/,
+      /summary: \{"cached":6,"existing":0,"error":0,"unsupported":0,"skipped":1,"deferred":0\}/,
+      /summary: \{"cached":0,"existing":6,"error":0,"unsupported":0,"skipped":1,"deferred":0\}; new bytes from Glance: 0\n/,
+      /summary: \{"cached":0,"existing":0,"error":6,"unsupported":0,"skipped":1,"deferred":0\}, 3 failed hosts/,
       /compute-3: failed ERR_HOST_UNAUTHORIZED: .*host compute-3 refused the request \(HTTP 401\)/,
       /agents stopped \(0 still running\), Glance closed, nothing left behind/,
     ],
@@ -65,7 +65,7 @@ const EXAMPLES: readonly Example[] = [
     expect: [
       /\n {3}cached in \d+ ms/,
       /median [\d.]+ ms per spawn/,
-      /summary: \{"cached":3,"existing":0,"error":0,"unsupported":0,"skipped":0\}/,
+      /summary: \{"cached":3,"existing":0,"error":0,"unsupported":0,"skipped":0,"deferred":0\}/,
       /removed \w+… \(unused\); kept \w+… \(pinned\)/,
       /\[capacity: cap\] least recently used/,
       /nothing left behind/,

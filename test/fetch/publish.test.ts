@@ -50,14 +50,14 @@ describe('verifyAndPublish', () => {
 
   it('publishes the staged bytes of the right size and digest, and says what it verified', async () => {
     const result = await verifyAndPublish(staged(), expected(), { operation: 'Download' });
-    assert.deepEqual(result, { bytes: DATA.length, algorithm: 'sha256', digest: SHA256 });
+    assert.deepEqual(result, { bytes: DATA.length, algorithm: 'sha256', digest: SHA256, bytesFrom: [] });
     assert.deepEqual(await listDir(dir), ['base']);
     assert.deepEqual(await readFile(finalPath), DATA);
   });
 
   it('checks only the size when no digest is published: nothing is hashed', async () => {
     const result = await verifyAndPublish(staged(), expected({ digest: null }), { operation: 'Download' });
-    assert.deepEqual(result, { bytes: DATA.length, algorithm: null, digest: null });
+    assert.deepEqual(result, { bytes: DATA.length, algorithm: null, digest: null, bytesFrom: [] });
     assert.deepEqual(hashed, []);
     assert.deepEqual(await listDir(dir), ['base']);
   });

@@ -10,6 +10,7 @@ import {
   HostUnavailableError,
   ImageNotFoundError,
   InvalidPrecacheRequestError,
+  PrecacheWindowClosedError,
   RemoteImageCacheError,
   isImageCacheError,
 } from '../../src/index.js';
@@ -22,6 +23,12 @@ describe('pre-caching errors', () => {
     [new HostUnauthorizedError('edge-1', 401), 'ERR_HOST_UNAUTHORIZED', /host edge-1 .*HTTP 401.*give the client the token/],
     [new HostUnavailableError('edge-2', 'connection refused', { statusCode: null }), 'ERR_HOST_UNAVAILABLE', /Host edge-2 .*connection refused\. Check/],
     [new HostTimeoutError('edge-3', 5000), 'ERR_HOST_TIMEOUT', /Host edge-3 did not finish .* 5000 ms: raise the timeout/],
+    [
+      new PrecacheWindowClosedError(Date.UTC(2026, 0, 5, 5), 'edge-4'),
+      'ERR_PRECACHE_WINDOW_CLOSED',
+      /host edge-4 was paused: the pre-cache window closed at 2026-01-05T05:00:00\.000Z\. It resumes in the next window/,
+    ],
+    [new PrecacheWindowClosedError(null), 'ERR_PRECACHE_WINDOW_CLOSED', /no pre-cache window is left/],
   ];
   for (const [error, code, message] of cases) {
     it(`${error.name} has code ${code} and a message that says what to do`, () => {

@@ -97,7 +97,7 @@ describe('pre-caching onto 4 host-agent child processes over HTTP', () => {
     const events: PrecacheEvent[] = [];
     const summary = await run({ pinTtlSeconds: 6 * 3600, onEvent: (event) => events.push(event) });
 
-    assert.deepEqual(summary.counts, { cached: 12, existing: 0, error: 0, unsupported: 0, skipped: 0 });
+    assert.deepEqual(summary.counts, { cached: 12, existing: 0, error: 0, unsupported: 0, skipped: 0, deferred: 0 });
     assert.equal(summary.failedHosts, 0);
     for (const image of IMAGES) {
       assert.equal(glance.bytesServed(image.id), image.content.size * 4, `bytes served for ${image.id}`);
@@ -119,7 +119,7 @@ describe('pre-caching onto 4 host-agent child processes over HTTP', () => {
   it('a second pre-cache finds every image existing on every host and downloads nothing', async () => {
     const before = IMAGES.map((image) => glance.bytesServed(image.id));
     const summary = await run();
-    assert.deepEqual(summary.counts, { cached: 0, existing: 12, error: 0, unsupported: 0, skipped: 0 });
+    assert.deepEqual(summary.counts, { cached: 0, existing: 12, error: 0, unsupported: 0, skipped: 0, deferred: 0 });
     assert.deepEqual(IMAGES.map((image) => glance.bytesServed(image.id)), before);
   });
 
@@ -133,7 +133,7 @@ describe('pre-caching onto 4 host-agent child processes over HTTP', () => {
 
     const summary = await run({ client: new HttpHostClient({ endpoints, token: 'not-the-token' }) });
     assert.equal(summary.failedHosts, 4);
-    assert.deepEqual(summary.counts, { cached: 0, existing: 0, error: 12, unsupported: 0, skipped: 0 });
+    assert.deepEqual(summary.counts, { cached: 0, existing: 0, error: 12, unsupported: 0, skipped: 0, deferred: 0 });
     for (const host of summary.hosts) {
       assert.equal(host.error?.code, 'ERR_HOST_UNAUTHORIZED');
       assert.match(host.error.message, new RegExp(`host ${host.host} refused the request \\(HTTP 401\\)`));

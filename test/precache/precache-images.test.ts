@@ -84,7 +84,7 @@ function allExisting(host: PrecacheHost, imageIds: readonly string[]): Promise<H
   return Promise.resolve({
     host: host.name,
     durationMs: 0,
-    images: imageIds.map((imageId) => ({ imageId, status: 'existing' as const, error: null, bytes: 0, durationMs: 0, pinnedUntil: null })),
+    images: imageIds.map((imageId) => ({ imageId, status: 'existing' as const, error: null, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [] })),
   });
 }
 
@@ -218,13 +218,13 @@ describe("Nova's conductor and functional catalogue: fan-out, statuses, notifica
     assert.match(text, /0 cached, 0 existing, 1 errors, 1 unsupported, 1 skipped \(down\) hosts/);
     assert.match(text, /Skipping image pre-cache request to compute 'host3' because it is not up/);
     assert.match(text, /Image pre-cache operation for image image1 failed 1 times/);
-    assert.deepEqual(summary.counts, { cached: 0, existing: 0, error: 1, unsupported: 1, skipped: 1 });
+    assert.deepEqual(summary.counts, { cached: 0, existing: 0, error: 1, unsupported: 1, skipped: 1, deferred: 0 });
     assert.deepEqual(
       summary.hosts.map((h) => [h.host, h.status, h.images[0]?.status]),
       [['host1', 'done', 'unsupported'], ['host2', 'done', 'error'], ['host3', 'skipped', 'skipped']],
     );
     assert.equal(summary.hosts[1]?.images[0]?.error?.code, 'ERR_IMAGE_NOT_FOUND');
-    assert.deepEqual(summary.images, [{ imageId: 'image1', cached: 0, existing: 0, error: 1, unsupported: 1, skipped: 1 }]);
+    assert.deepEqual(summary.images, [{ imageId: 'image1', cached: 0, existing: 0, error: 1, unsupported: 1, skipped: 1, deferred: 0 }]);
   });
 
   it('functional ImageCacheTest.test_cache_image: two cells, a down host skipped, 4 progress events, Nova\'s summary line', async () => {
@@ -274,7 +274,7 @@ describe("Nova's conductor and functional catalogue: fan-out, statuses, notifica
     assert.match(text, /Preparing to request pre-caching of image\(s\) image1 on 4 hosts across 2 cells\./);
     assert.match(text, /3 cached, 0 existing, 0 errors, 0 unsupported, 1 skipped \(down\) hosts/);
     assert.doesNotMatch(text, /failed \d+ times/);
-    assert.deepEqual(summary.counts, { cached: 3, existing: 0, error: 0, unsupported: 0, skipped: 1 });
+    assert.deepEqual(summary.counts, { cached: 3, existing: 0, error: 0, unsupported: 0, skipped: 1, deferred: 0 });
     assert.deepEqual(summary.hosts.map((h) => [h.host, h.cell]), [
       ['compute1', 'cell1'],
       ['compute3', 'cell2'],
@@ -304,11 +304,14 @@ describe("Nova's conductor and functional catalogue: fan-out, statuses, notifica
         aggregate: { id: 1, name: 'my-aggregate' },
         host: 'compute',
         cell: 'default',
+        site: null,
+        seed: false,
         status: 'done',
         index: 1,
         total: 1,
         images_cached: ['image1'],
         images_failed: [],
+        bytes_from: [],
         error: null,
       },
       { type: 'aggregate.cache_images.end', aggregate: { id: 1, name: 'my-aggregate', hosts: ['compute'] }, summary },
@@ -351,7 +354,7 @@ describe('beyond Nova: every host reported, however it ends', () => {
       request({ client, imageIds: ['image1', 'image2'], aggregate: { id: 1, name: 'a', hosts: hosts(4) }, onEvent: (e) => events.push(e) }),
     );
     assert.equal(progressOf(events).length, 4);
-    assert.deepEqual(summary.counts, { cached: 0, existing: 4, error: 4, unsupported: 0, skipped: 0 });
+    assert.deepEqual(summary.counts, { cached: 0, existing: 4, error: 4, unsupported: 0, skipped: 0, deferred: 0 });
     assert.equal(summary.failedHosts, 2);
     const failed = summary.hosts.filter((h) => h.status === 'failed');
     assert.deepEqual(failed.map((h) => [h.host, h.error?.code]), [['host2', 'ERR_HOST_UNAVAILABLE'], ['host3', 'ERR_HOST_UNAVAILABLE']]);
