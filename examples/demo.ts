@@ -4,12 +4,16 @@
 // instances path under a temp dir, libvirt-file layout) run the real flow: a first spawn that
 // downloads, ten cached spawns (qcow2 overlays), a pre-cache of a new image onto the aggregate of
 // the hosts, a cleanup pass once an image falls out of use (a manual clock stands in for a day),
-// and a capacity eviction to make room for a download. It prints what happened and leaves nothing
-// behind.
+// a capacity eviction to make room for a download, and an edge site: four hosts behind their host
+// agents on 127.0.0.1, pre-cached site-aware (Glance pulled once, the rest from peers). It prints
+// what happened and leaves nothing behind.
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { GlanceImageSource, InProcessHostClient, LibvirtFileImageManager, precacheImages } from 'virt-imagecache';
+import { GlanceImageSource, HttpHostClient, InProcessHostClient, LibvirtFileImageManager, createHostAgent, precacheImages } from 'virt-imagecache';
 import { createProgressBar, formatBytes } from 'virt-imagecache/cli';
 import type { InstanceRecord, RemovedEntry } from 'virt-imagecache';
 import { ManualClock, startFakeGlance } from 'virt-imagecache/testing';
@@ -20,7 +24,10 @@ const DAY = 86_400;
 const BASE = { id: 'fd0cb2f1-8375-44c9-b1f4-3e1f4c4a8ef0', name: 'ubuntu-24.04', size: Number(process.env.DEMO_IMAGE_MIB ?? 320) * MiB };
 const ROLLOUT = { id: '5b1e7c2a-9d3f-4e6b-8a1c-2f4d6e8a0b1c', name: 'ubuntu-24.04-hotfix', size: 48 * MiB };
 const TOOLS = { id: 'c4d2a8e6-1f3b-4c5d-9e7f-8a0b2c4d6e8f', name: 'tools', size: 40 * MiB };
+const EDGE = { id: '9a7c5e3b-1d2f-4a6b-8c0e-3f5a7b9d1e2c', name: 'edge-base', size: 32 * MiB };
 const HOSTS = ['compute-1', 'compute-2', 'compute-3'];
+const SITE = { name: 'edge-a', hosts: ['edge-1', 'edge-2', 'edge-3', 'edge-4'] };
+const AGENT_TOKEN = 'demo-agent-token';
 
 const say = (line: string): void => {
   console.log(line);
@@ -29,7 +36,7 @@ const ms = (value: number): string => (value < 10 ? value.toFixed(2) : value.toF
 
 const work = await mkdtemp(path.join(os.tmpdir(), 'virt-imagecache-demo-'));
 await using glance = await startFakeGlance({
-  images: [BASE, ROLLOUT, TOOLS].map(({ id, name, size }) => ({ id, name, content: { size, seed: size % 97 } })),
+  images: [BASE, ROLLOUT, TOOLS, EDGE].map(({ id, name, size }) => ({ id, name, content: { size, seed: size % 97 } })),
 });
 try {
   const clock = new ManualClock();
@@ -80,7 +87,7 @@ try {
   };
 
   say(`virt-imagecache demo: fake Glance at ${glance.url}, ${HOSTS.length} compute hosts under ${work}`);
-  say(`images: ${[BASE, ROLLOUT, TOOLS].map((i) => `${i.name} (${formatBytes(i.size)})`).join(', ')}\n`);
+  say(`images: ${[BASE, ROLLOUT, TOOLS, EDGE].map((i) => `${i.name} (${formatBytes(i.size)})`).join(', ')}\n`);
 
   say(`1. first spawn of ${BASE.name} on compute-1 (download, verify, overlay)`);
   const first = await spawn(compute1, BASE.id, true);
@@ -119,6 +126,32 @@ try {
   const tools = await spawn(compute2, TOOLS.id);
   say(`   ${tools.status} in ${ms(tools.ms)} ms; cache now ${(await compute2.list()).map((e) => `${e.name.slice(0, 12)}… ${formatBytes(e.sizeBytes)}`).join(', ')}\n`);
 
+  say(`6. edge site "${SITE.name}": ${SITE.hosts.join(', ')}, each serving its cache to the site's peers through its host agent on 127.0.0.1; pre-cache ${EDGE.name} site-aware`);
+  const agents = await Promise.all(SITE.hosts.map((host) => startAgent(new LibvirtFileImageManager({ host, instancesPath: path.join(work, host), source }))));
+  try {
+    const edge = await precacheImages({
+      aggregate: { id: 2, name: SITE.name, hosts: SITE.hosts.map((name) => ({ name, site: SITE.name })) },
+      imageIds: [EDGE.id],
+      source,
+      client: new HttpHostClient({ endpoints: Object.fromEntries(agents.map((agent) => [agent.host, agent.url])), token: AGENT_TOKEN }),
+      concurrency: SITE.hosts.length,
+    });
+    for (const host of edge.hosts) {
+      const from = host.bytesFrom.map((part) => `${formatBytes(part.bytes)} from ${part.from}`).join(', ');
+      say(`   ${host.host}${host.seed ? ' (seed)' : ''} ${host.images.map((image) => image.status).join(', ')}: ${from || 'nothing downloaded'}`);
+    }
+    // Glance's own byte counter, beside what the hosts reported in the summary.
+    const fromGlance = glance.bytesServed(EDGE.id);
+    const peers = edge.sites.reduce((sum, site) => sum + site.bytesFromPeers, 0);
+    const saved = edge.sites.reduce((sum, site) => sum + site.bytesSaved, 0);
+    say(
+      `   in ${ms(edge.durationMs)} ms, Glance served ${formatBytes(fromGlance)} for ${String(SITE.hosts.length)} hosts (${(fromGlance / EDGE.size).toFixed(2)}x the image); ` +
+        `peers served ${formatBytes(peers)}: ${formatBytes(saved)} saved on the site's link to Glance\n`,
+    );
+  } finally {
+    await Promise.all(agents.map((agent) => agent.stop()));
+  }
+
   const pulled = [BASE, ROLLOUT, TOOLS].reduce((sum, image) => sum + glance.bytesServed(image.id), 0);
   // Without a cache every spawn pulls its image, and pre-caching does not exist.
   const withoutCache = 11 * BASE.size + TOOLS.size;
@@ -137,3 +170,17 @@ try {
   await rm(work, { recursive: true, force: true });
 }
 say(`\nwork dir removed; nothing left behind.`);
+
+/** Serves `manager`'s host agent on 127.0.0.1 (pre-cache requests, and its cache to its site's peers). */
+async function startAgent(manager: LibvirtFileImageManager): Promise<{ host: string; url: string; stop: () => Promise<void> }> {
+  const server: Server = createServer(createHostAgent(manager, { token: AGENT_TOKEN }));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const stop = (): Promise<void> =>
+    new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => {
+        resolve();
+      });
+    });
+  return { host: manager.host, url: `http://127.0.0.1:${String((server.address() as AddressInfo).port)}`, stop };
+}

@@ -68,6 +68,10 @@ const EXAMPLES: readonly Example[] = [
       /summary: \{"cached":3,"existing":0,"error":0,"unsupported":0,"skipped":0,"deferred":0\}/,
       /removed \w+… \(unused\); kept \w+… \(pinned\)/,
       /\[capacity: cap\] least recently used/,
+      // The edge site: one host pulled the image from Glance, the three others from their peers.
+      /edge-\d \(seed\) cached: 32\.0 MiB from glance\n/,
+      /edge-\d cached: 32\.0 MiB from peer:edge-\d\n/,
+      /Glance served 32\.0 MiB for 4 hosts \(1\.00x the image\); peers served 96\.0 MiB: 96\.0 MiB saved/,
       /nothing left behind/,
     ],
   },
