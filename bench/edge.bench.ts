@@ -59,6 +59,8 @@ interface Host {
 /** Where one fan-out's bytes came from, per site, and how long it took. */
 interface Run {
   readonly ms: number;
+  /** CPU time this process used meanwhile (every host, agent and fake is in it), ms. */
+  readonly cpuMs: number;
   /** Bytes each site's Glance served, by its own counter, in site order. */
   readonly glanceBytes: readonly number[];
   /** What the hosts reported. */
@@ -120,6 +122,7 @@ async function fanOut(sites: readonly Site[], perSite: number, siteAware: boolea
     const aggregateHosts: PrecacheHost[] = hosts.map(({ name, site }) => ({ name, cell: 'edge', site: siteAware ? site : undefined }));
     const first = sites[0];
     if (first === undefined) throw new Error('no sites');
+    const cpu = process.cpuUsage();
     const { ms, value: summary } = await timed(() =>
       precacheImages({
         aggregate: { id: 16, name: 'edge', hosts: aggregateHosts },
@@ -129,10 +132,11 @@ async function fanOut(sites: readonly Site[], perSite: number, siteAware: boolea
         concurrency: Math.min(CONCURRENCY, hosts.length),
       }),
     );
+    const { user, system } = process.cpuUsage(cpu);
     if (summary.counts.cached !== hosts.length) {
       throw new Error(`expected ${String(hosts.length)} hosts cached, got ${JSON.stringify(summary.counts)}: ${JSON.stringify(summary.hosts.filter((h) => h.error !== null).slice(0, 3))}`);
     }
-    return { ms, glanceBytes: sites.map((site) => site.glance.bytesServed(IMAGE)), summary };
+    return { ms, cpuMs: (user + system) / 1000, glanceBytes: sites.map((site) => site.glance.bytesServed(IMAGE)), summary };
   } finally {
     await stopHosts(hosts);
     await rm(root, { recursive: true, force: true });
@@ -141,6 +145,8 @@ async function fanOut(sites: readonly Site[], perSite: number, siteAware: boolea
 
 const round2 = (n: number): number => Number(n.toFixed(2));
 const mib = (bytes: number): string => `${(bytes / MiB).toFixed(0)} MiB`;
+/** CPU use over a run, in cores: near the machine's count means the run was CPU-bound. */
+const cores = (run: Run): string => `CPU ${(run.cpuMs / 1000).toFixed(1)} s, ${(run.cpuMs / run.ms).toFixed(2)} cores`;
 const hosts = SITES * HOSTS_PER_SITE;
 console.log(
   `edge: ${String(SITES)} sites x ${String(HOSTS_PER_SITE)} hosts, image ${mib(IMAGE_BYTES)}, ` +
@@ -155,7 +161,7 @@ try {
   const unawareGlance = unaware.glanceBytes.map((bytes) => round2(bytes / IMAGE_BYTES));
   console.log(
     `  (a) site-unaware: ${(unaware.ms / 1000).toFixed(1)} s (the links' floor ${(floorMs / 1000).toFixed(1)} s), ` +
-      `Glance bytes per site ${unawareGlance.map((r) => `${String(r)}x`).join(', ')} the image`,
+      `Glance bytes per site ${unawareGlance.map((r) => `${String(r)}x`).join(', ')} the image; ${cores(unaware)}`,
   );
 
   // (b) site-aware: per site, Glance once (the seed), the rest from peers over the LAN.
@@ -174,7 +180,7 @@ try {
     `  (b) site-aware: ${(aware.ms / 1000).toFixed(1)} s: seeds from Glance in ${(seedsMs / 1000).toFixed(1)} s ` +
       `(image / WAN = ${(IMAGE_BYTES / WAN_BYTES_PER_SECOND).toFixed(1)} s), then ${mib(peerBytes)} from peers in ${(lanMs / 1000).toFixed(1)} s ` +
       `(${mib((peerBytes / lanMs) * 1000)}/s across sites); Glance bytes per site ${awareGlance.map((r) => `${String(r)}x`).join(', ')} the image ` +
-      `(the hosts reported ${reported.map((site) => `${site.site} ${String(round2(site.bytesFromGlance / IMAGE_BYTES))}x`).join(', ')})\n` +
+      `(the hosts reported ${reported.map((site) => `${site.site} ${String(round2(site.bytesFromGlance / IMAGE_BYTES))}x`).join(', ')}); ${cores(aware)}\n` +
       `  time ratio ${ratio.toFixed(3)} (target <= ${String(TIME_TARGET)}) -> ${timePass ? 'PASS' : 'MISS'}; ` +
       `Glance per site ${glanceRatio.toFixed(2)}x (target 1.00x) -> ${glancePass ? 'PASS' : 'MISS'}`,
   );
@@ -187,6 +193,8 @@ try {
     unawareMs: Math.round(unaware.ms),
     unawareFloorMs: Math.round(floorMs),
     unawareGlanceBytesPerSite: unaware.glanceBytes,
+    unawareCpuMs: Math.round(unaware.cpuMs),
+    awareCpuMs: Math.round(aware.cpuMs),
     awareMs: Math.round(aware.ms),
     awareSeedsMs: Math.round(seedsMs),
     awarePeerBytes: peerBytes,
