@@ -13,7 +13,8 @@
 // counter; time of (b) <= 0.25 x (a). Every host must end with the image cached (verified).
 //
 // Knobs: BENCH_EDGE_IMAGE_MIB (32), BENCH_EDGE_WAN_MIBPS (per site link, 8), BENCH_EDGE_SITES (3),
-// BENCH_EDGE_HOSTS_PER_SITE (10), BENCH_EDGE_CONCURRENCY (every host at once).
+// BENCH_EDGE_HOSTS_PER_SITE (10), BENCH_EDGE_CONCURRENCY (every host at once), BENCH_ROUNDS (rounds
+// of (b), 3: its median counts; (a) runs once, its time is the links' and barely varies).
 //
 // Why a WAN of 8 MiB/s (64 Mbit/s, a thin edge link): the 30 hosts share this machine's cores, so
 // the bench's LAN is its CPU (receive, sha512, write, serve): ~150-400 MiB/s for all sites together
@@ -41,6 +42,7 @@ const CONCURRENCY = Number(process.env.BENCH_EDGE_CONCURRENCY ?? SITES * HOSTS_P
 const IMAGE = 'bench-edge-image';
 const TOKEN = 'bench-edge-agent-token';
 const TIME_TARGET = 0.25;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 /** A site: its name and the Glance behind its WAN link. */
 interface Site {
@@ -165,7 +167,12 @@ try {
   );
 
   // (b) site-aware: per site, Glance once (the seed), the rest from peers over the LAN.
-  const aware = await fanOut(sites, HOSTS_PER_SITE, true);
+  // Fresh caches each round; the median round by time is reported (the peers' phase is bound by
+  // this machine's CPU, which a busy moment takes away).
+  const rounds: Run[] = [];
+  for (let round = 0; round < ROUNDS; round++) rounds.push(await fanOut(sites, HOSTS_PER_SITE, true));
+  const aware = [...rounds].sort((x, y) => x.ms - y.ms)[Math.floor(rounds.length / 2)];
+  if (aware === undefined) throw new Error('BENCH_ROUNDS must be at least 1');
   const awareGlance = aware.glanceBytes.map((bytes) => round2(bytes / IMAGE_BYTES));
   const reported = aware.summary.sites;
   const peerBytes = reported.reduce((sum, site) => sum + site.bytesFromPeers, 0);
@@ -173,11 +180,12 @@ try {
   const seedsMs = Math.max(...aware.summary.hosts.filter((host) => host.seed).map((host) => host.durationMs));
   const lanMs = aware.ms - seedsMs;
   const ratio = aware.ms / unaware.ms;
-  const glanceRatio = Math.max(...aware.glanceBytes) / IMAGE_BYTES;
+  const glanceRatio = Math.max(...rounds.flatMap((run) => run.glanceBytes)) / IMAGE_BYTES;
   const timePass = ratio <= TIME_TARGET;
-  const glancePass = aware.glanceBytes.every((bytes) => bytes === IMAGE_BYTES);
+  // Every round, not only the median one, must pull the image exactly once per site.
+  const glancePass = rounds.every((run) => run.glanceBytes.every((bytes) => bytes === IMAGE_BYTES));
   console.log(
-    `  (b) site-aware: ${(aware.ms / 1000).toFixed(1)} s: seeds from Glance in ${(seedsMs / 1000).toFixed(1)} s ` +
+    `  (b) site-aware (median of ${rounds.map((run) => (run.ms / 1000).toFixed(1)).join(', ')} s): ${(aware.ms / 1000).toFixed(1)} s: seeds from Glance in ${(seedsMs / 1000).toFixed(1)} s ` +
       `(image / WAN = ${(IMAGE_BYTES / WAN_BYTES_PER_SECOND).toFixed(1)} s), then ${mib(peerBytes)} from peers in ${(lanMs / 1000).toFixed(1)} s ` +
       `(${mib((peerBytes / lanMs) * 1000)}/s across sites); Glance bytes per site ${awareGlance.map((r) => `${String(r)}x`).join(', ')} the image ` +
       `(the hosts reported ${reported.map((site) => `${site.site} ${String(round2(site.bytesFromGlance / IMAGE_BYTES))}x`).join(', ')}); ${cores(aware)}\n` +
@@ -196,6 +204,7 @@ try {
     unawareCpuMs: Math.round(unaware.cpuMs),
     awareCpuMs: Math.round(aware.cpuMs),
     awareMs: Math.round(aware.ms),
+    awareRoundsMs: rounds.map((run) => Math.round(run.ms)),
     awareSeedsMs: Math.round(seedsMs),
     awarePeerBytes: peerBytes,
     awarePeerBytesPerSecond: Math.round((peerBytes / lanMs) * 1000),
