@@ -9,17 +9,35 @@
  * @module
  */
 import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
+import { throwIfAborted } from '../abort.js';
 
 /** Hashes blocks of a {@link BlockRing} in order. */
 export interface BlockHasher {
   /** Hashes `length` bytes of ring block `index`; resolves once the block may be reused. */
   update(index: number, length: number): Promise<void>;
+  /**
+   * The hex digest of everything handed to {@link BlockHasher.update} before this call (in call
+   * order, whether or not those updates have resolved yet), the hash going on: what a resume
+   * checkpoint records for the prefix written so far.
+   */
+  prefixDigest(): Promise<string>;
+  /**
+   * Hashes the first `bytes` bytes of `file` (a kept staging file) before any block, and resolves
+   * to their digest; the hash goes on from there. Call it first, once. The file is opened without
+   * following a symbolic link.
+   */
+  prime(file: string, bytes: number, signal?: AbortSignal): Promise<string>;
   /** The hex digest of everything hashed. */
   digest(): Promise<string>;
   /** Frees the hasher's resources. Safe to call more than once. */
   close(): Promise<void>;
 }
+
+/** Bytes per read while priming a hash from a file. */
+const PRIME_READ_BYTES = 4 * 1024 * 1024;
 
 /** Size of a WebAssembly memory page. */
 const WASM_PAGE_BYTES = 64 * 1024;
@@ -89,6 +107,29 @@ export class InlineBlockHasher implements BlockHasher {
     return Promise.resolve();
   }
 
+  /** {@inheritDoc BlockHasher.prefixDigest} */
+  prefixDigest(): Promise<string> {
+    return Promise.resolve(this.#hash.copy().digest('hex'));
+  }
+
+  /** {@inheritDoc BlockHasher.prime} */
+  async prime(file: string, bytes: number, signal?: AbortSignal): Promise<string> {
+    const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      const buffer = Buffer.allocUnsafe(Math.min(PRIME_READ_BYTES, Math.max(bytes, 1)));
+      for (let done = 0; done < bytes; ) {
+        throwIfAborted(signal, 'Resuming a download');
+        const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, bytes - done), done);
+        if (bytesRead === 0) throw new Error(`${file} ends at ${done} bytes, before the ${bytes} to resume from`);
+        this.#hash.update(buffer.subarray(0, bytesRead));
+        done += bytesRead;
+      }
+    } finally {
+      await handle.close();
+    }
+    return this.prefixDigest();
+  }
+
   /** {@inheritDoc BlockHasher.digest} */
   digest(): Promise<string> {
     return Promise.resolve(this.#hash.digest('hex'));
@@ -100,16 +141,39 @@ export class InlineBlockHasher implements BlockHasher {
   }
 }
 
-// The worker: hashes slices of the shared ring in arrival order, acknowledging each.
+
+// The worker: hashes slices of the shared ring in arrival order, answering each message in
+// order. A prime reads the kept prefix of a staging file here, off the main thread.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
+const fs = require('node:fs');
 const hash = createHash(workerData.algorithm);
 const memory = new Uint8Array(workerData.memory);
+function prime(file, bytes) {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    const buffer = Buffer.allocUnsafe(Math.min(${PRIME_READ_BYTES}, Math.max(bytes, 1)));
+    for (let done = 0; done < bytes; ) {
+      const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, bytes - done), done);
+      if (n === 0) throw new Error(file + ' ends at ' + done + ' bytes, before the ' + bytes + ' to resume from');
+      hash.update(buffer.subarray(0, n));
+      done += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 parentPort.on('message', (m) => {
-  if (m.digest) { parentPort.postMessage({ digest: hash.digest('hex') }); return; }
-  hash.update(memory.subarray(m.offset, m.offset + m.length));
-  parentPort.postMessage({ ack: true });
+  try {
+    if (m.digest) { parentPort.postMessage({ value: hash.digest('hex') }); return; }
+    if (m.prefix) { parentPort.postMessage({ value: hash.copy().digest('hex') }); return; }
+    if (m.prime) { prime(m.prime.file, m.prime.bytes); parentPort.postMessage({ value: hash.copy().digest('hex') }); return; }
+    hash.update(memory.subarray(m.offset, m.offset + m.length));
+    parentPort.postMessage({ value: '' });
+  } catch (error) {
+    parentPort.postMessage({ error: String(error && error.message || error) });
+  }
 });
 `;
 
@@ -117,8 +181,8 @@ parentPort.on('message', (m) => {
 export class WorkerBlockHasher implements BlockHasher {
   readonly #worker: Worker;
   readonly #ring: BlockRing;
-  readonly #acks: { resolve: () => void; reject: (err: Error) => void }[] = [];
-  #onDigest: ((digest: string) => void) | undefined;
+  /** Callers waiting for the worker's answers, in the order of their messages. */
+  readonly #replies: { resolve: (value: string) => void; reject: (err: Error) => void }[] = [];
   #failure: Error | undefined;
   #closed = false;
 
@@ -129,9 +193,10 @@ export class WorkerBlockHasher implements BlockHasher {
   constructor(algorithm: string, ring: BlockRing) {
     this.#ring = ring;
     this.#worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { algorithm, memory: ring.memory } });
-    this.#worker.on('message', (message: { ack?: true; digest?: string }) => {
-      if (message.digest !== undefined) this.#onDigest?.(message.digest);
-      else this.#acks.shift()?.resolve();
+    this.#worker.on('message', (message: { value?: string; error?: string }) => {
+      const reply = this.#replies.shift();
+      if (message.error !== undefined) reply?.reject(new Error(message.error));
+      else reply?.resolve(message.value ?? '');
     });
     this.#worker.on('error', (err) => {
       this.#fail(err);
@@ -142,20 +207,35 @@ export class WorkerBlockHasher implements BlockHasher {
   }
 
   /** {@inheritDoc BlockHasher.update} */
-  update(index: number, length: number): Promise<void> {
-    if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    return new Promise((resolve, reject) => {
-      this.#acks.push({ resolve, reject });
-      this.#worker.postMessage({ offset: index * this.#ring.blockSize, length });
-    });
+  async update(index: number, length: number): Promise<void> {
+    await this.#ask({ offset: index * this.#ring.blockSize, length });
+  }
+
+  /** {@inheritDoc BlockHasher.prefixDigest} */
+  prefixDigest(): Promise<string> {
+    return this.#ask({ prefix: true });
+  }
+
+  /** {@inheritDoc BlockHasher.prime} */
+  async prime(file: string, bytes: number, signal?: AbortSignal): Promise<string> {
+    throwIfAborted(signal, 'Resuming a download');
+    // The worker reads and hashes the whole prefix; an abort meanwhile is seen when it answers
+    // (the caller closes the hasher, which stops the worker).
+    const digest = await this.#ask({ prime: { file, bytes } });
+    throwIfAborted(signal, 'Resuming a download');
+    return digest;
   }
 
   /** {@inheritDoc BlockHasher.digest} */
   digest(): Promise<string> {
+    return this.#ask({ digest: true });
+  }
+
+  #ask(message: object): Promise<string> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    return new Promise((resolve) => {
-      this.#onDigest = resolve;
-      this.#worker.postMessage({ digest: true });
+    return new Promise((resolve, reject) => {
+      this.#replies.push({ resolve, reject });
+      this.#worker.postMessage(message);
     });
   }
 
@@ -168,6 +248,6 @@ export class WorkerBlockHasher implements BlockHasher {
 
   #fail(err: Error): void {
     this.#failure = err;
-    for (const ack of this.#acks.splice(0)) ack.reject(err);
+    for (const reply of this.#replies.splice(0)) reply.reject(err);
   }
 }

@@ -19,6 +19,11 @@ export interface DownloadResult {
   readonly algorithm: string | null;
   /** Hex digest of the bytes, or null when nothing was hashed. */
   readonly digest: string | null;
+  /**
+   * Bytes an interrupted earlier download had kept (re-hashed, not fetched again) when this one
+   * resumed it; absent when it started from zero.
+   */
+  readonly resumedFromBytes?: number | undefined;
 }
 
 /** What the staged bytes must be: the image service's size and digest. */
