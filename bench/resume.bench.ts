@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { LockManager, fileFetchTarget } from '../src/backend-kit/index.js';
-import { BlockRing, WorkerBlockHasher } from '../src/fetch/block-hasher.js';
+import { BlockRing, WorkerBlockHasher, primeFromFile } from '../src/fetch/block-hasher.js';
 import { ImageFetcher } from '../src/fetch/image-fetcher.js';
 import type { EnsureResult } from '../src/fetch/image-fetcher.js';
 import { GlanceImageSource } from '../src/source/glance-image-source.js';
@@ -58,10 +58,11 @@ async function killAtNinety(): Promise<void> {
 
 /** Time to re-hash `bytes` of the published image on a hash worker (its pages cached by now), ms. */
 async function rehashMs(bytes: number): Promise<number> {
-  const hasher = new WorkerBlockHasher('sha512', new BlockRing(1, 4 * MiB));
+  const ring = new BlockRing(4, 4 * MiB);
+  const hasher = new WorkerBlockHasher('sha512', ring);
   try {
     await hasher.prefixDigest();
-    return (await timed(() => hasher.prime(path.join(cacheDir, IMAGE), bytes))).ms;
+    return (await timed(() => primeFromFile(hasher, ring, path.join(cacheDir, IMAGE), bytes))).ms;
   } finally {
     await hasher.close();
   }

@@ -4,7 +4,8 @@
  * On a 2-core compute host the main thread is busy with the socket and with handing writes to the
  * thread pool; hashing a large image there (md5 ~600 MiB/s, sha512 ~700 MiB/s) costs a large share
  * of the download time. A worker thread hashes blocks that live in shared memory, in parallel with
- * the network and the disk, and only tiny messages cross threads: no copies.
+ * the network and the disk, and only tiny messages cross threads: no copies. The same path re-hashes
+ * the kept prefix of a resumed download ({@link primeFromFile}), read from disk into the ring.
  *
  * @module
  */
@@ -24,20 +25,11 @@ export interface BlockHasher {
    * checkpoint records for the prefix written so far.
    */
   prefixDigest(): Promise<string>;
-  /**
-   * Hashes the first `bytes` bytes of `file` (a kept staging file) before any block, and resolves
-   * to their digest; the hash goes on from there. Call it first, once. The file is opened without
-   * following a symbolic link.
-   */
-  prime(file: string, bytes: number, signal?: AbortSignal): Promise<string>;
   /** The hex digest of everything hashed. */
   digest(): Promise<string>;
   /** Frees the hasher's resources. Safe to call more than once. */
   close(): Promise<void>;
 }
-
-/** Bytes per read while priming a hash from a file. */
-const PRIME_READ_BYTES = 4 * 1024 * 1024;
 
 /** Size of a WebAssembly memory page. */
 const WASM_PAGE_BYTES = 64 * 1024;
@@ -112,24 +104,6 @@ export class InlineBlockHasher implements BlockHasher {
     return Promise.resolve(this.#hash.copy().digest('hex'));
   }
 
-  /** {@inheritDoc BlockHasher.prime} */
-  async prime(file: string, bytes: number, signal?: AbortSignal): Promise<string> {
-    const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
-    try {
-      const buffer = Buffer.allocUnsafe(Math.min(PRIME_READ_BYTES, Math.max(bytes, 1)));
-      for (let done = 0; done < bytes; ) {
-        throwIfAborted(signal, 'Resuming a download');
-        const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, bytes - done), done);
-        if (bytesRead === 0) throw new Error(`${file} ends at ${done} bytes, before the ${bytes} to resume from`);
-        this.#hash.update(buffer.subarray(0, bytesRead));
-        done += bytesRead;
-      }
-    } finally {
-      await handle.close();
-    }
-    return this.prefixDigest();
-  }
-
   /** {@inheritDoc BlockHasher.digest} */
   digest(): Promise<string> {
     return Promise.resolve(this.#hash.digest('hex'));
@@ -142,33 +116,16 @@ export class InlineBlockHasher implements BlockHasher {
 }
 
 
-// The worker: hashes slices of the shared ring in arrival order, answering each message in
-// order. A prime reads the kept prefix of a staging file here, off the main thread.
+// The worker: hashes slices of the shared ring in arrival order, answering each message in order.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
-const fs = require('node:fs');
 const hash = createHash(workerData.algorithm);
 const memory = new Uint8Array(workerData.memory);
-function prime(file, bytes) {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-  try {
-    const buffer = Buffer.allocUnsafe(Math.min(${PRIME_READ_BYTES}, Math.max(bytes, 1)));
-    for (let done = 0; done < bytes; ) {
-      const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, bytes - done), done);
-      if (n === 0) throw new Error(file + ' ends at ' + done + ' bytes, before the ' + bytes + ' to resume from');
-      hash.update(buffer.subarray(0, n));
-      done += n;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 parentPort.on('message', (m) => {
   try {
     if (m.digest) { parentPort.postMessage({ value: hash.digest('hex') }); return; }
     if (m.prefix) { parentPort.postMessage({ value: hash.copy().digest('hex') }); return; }
-    if (m.prime) { prime(m.prime.file, m.prime.bytes); parentPort.postMessage({ value: hash.copy().digest('hex') }); return; }
     hash.update(memory.subarray(m.offset, m.offset + m.length));
     parentPort.postMessage({ value: '' });
   } catch (error) {
@@ -216,16 +173,6 @@ export class WorkerBlockHasher implements BlockHasher {
     return this.#ask({ prefix: true });
   }
 
-  /** {@inheritDoc BlockHasher.prime} */
-  async prime(file: string, bytes: number, signal?: AbortSignal): Promise<string> {
-    throwIfAborted(signal, 'Resuming a download');
-    // The worker reads and hashes the whole prefix; an abort meanwhile is seen when it answers
-    // (the caller closes the hasher, which stops the worker).
-    const digest = await this.#ask({ prime: { file, bytes } });
-    throwIfAborted(signal, 'Resuming a download');
-    return digest;
-  }
-
   /** {@inheritDoc BlockHasher.digest} */
   digest(): Promise<string> {
     return this.#ask({ digest: true });
@@ -250,4 +197,43 @@ export class WorkerBlockHasher implements BlockHasher {
     this.#failure = err;
     for (const reply of this.#replies.splice(0)) reply.reject(err);
   }
+}
+
+/**
+ * Hashes the first `bytes` bytes of `file` (a kept staging file) through `hasher` before any
+ * download block, and resolves to their digest; the hash goes on from there. The file is read
+ * into the ring's blocks on libuv's thread pool while the hasher (a worker thread, for large
+ * images) hashes the previous block: the main thread only hands blocks over, and the re-hash runs
+ * at the speed of the slower of the disk and the hash. The file is opened without following a
+ * symbolic link.
+ *
+ * @throws when the file ends before `bytes`, when the hash fails, or `AbortedError`
+ */
+export async function primeFromFile(hasher: BlockHasher, ring: BlockRing, file: string, bytes: number, signal?: AbortSignal): Promise<string> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const busy: Promise<void>[] = ring.blocks.map(() => Promise.resolve());
+  try {
+    let index = 0;
+    for (let done = 0; done < bytes; ) {
+      throwIfAborted(signal, 'Resuming a download');
+      // The block is free once the hasher has acknowledged it.
+      await busy[index];
+      const block = ring.blocks[index] as Buffer;
+      const want = Math.min(block.length, bytes - done);
+      for (let got = 0; got < want; ) {
+        const { bytesRead } = await handle.read(block, got, want - got, done + got);
+        if (bytesRead === 0) throw new Error(`${file} ends at ${done + got} bytes, before the ${bytes} to resume from`);
+        got += bytesRead;
+      }
+      const hashed = hasher.update(index, want);
+      hashed.catch(() => undefined);
+      busy[index] = hashed;
+      done += want;
+      index = (index + 1) % ring.blocks.length;
+    }
+    await Promise.all(busy);
+  } finally {
+    await handle.close();
+  }
+  return hasher.prefixDigest();
 }

@@ -121,7 +121,7 @@ export async function downloadToSink(request: DownloadRequest): Promise<Download
     let offset = 0;
     if (resume !== undefined && expected !== null && hasher !== null) {
       const key = { imageId, size: info.size, algorithm: expected.algorithm, digest: expected.value };
-      ({ offset, hasher } = await resumeKept(resume, key, hasher, () => hasherFor(expected, info.size, ring), signal));
+      ({ offset, hasher } = await resumeKept(resume, key, hasher, ring, () => hasherFor(expected, info.size, ring), signal));
       checkpoints = new Checkpointer(resume, hasher, offset);
       state.flushed = offset;
     }

@@ -22,14 +22,15 @@
  */
 import { AbortedError, ImageServiceUnavailableError, isImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
-import type { BlockHasher } from './block-hasher.js';
+import { primeFromFile } from './block-hasher.js';
+import type { BlockHasher, BlockRing } from './block-hasher.js';
 import type { ResumeKey, ResumePoint } from './resume-sidecar.js';
 import type { StagingResume } from './staging.js';
 
 const log = createLogger('fetch');
 
 /** Written bytes after which a checkpoint is recorded. */
-export const CHECKPOINT_BYTES = 64 * 1024 * 1024;
+export const CHECKPOINT_BYTES = 32 * 1024 * 1024;
 
 /** Time after which a checkpoint is recorded, whatever was written since (a slow link), ms. */
 export const CHECKPOINT_MS = 2000;
@@ -44,13 +45,14 @@ export interface ResumeStart {
 
 /**
  * Adopts the staging kept for `key`'s image, if any: re-hashes its counted prefix with `hasher`
- * and compares it with the sidecar's. On a match the sink continues it; otherwise it is removed
+ * (read through `ring`'s blocks) and compares it with the sidecar's. On a match the sink continues it; otherwise it is removed
  * and a fresh hasher from `makeHasher` starts from zero.
  */
 export async function resumeKept(
   resume: StagingResume,
   key: ResumeKey,
   hasher: BlockHasher,
+  ring: BlockRing,
   makeHasher: () => BlockHasher,
   signal: AbortSignal | undefined,
 ): Promise<ResumeStart> {
@@ -59,7 +61,7 @@ export async function resumeKept(
   const started = performance.now();
   let prefix: string | null;
   try {
-    prefix = await hasher.prime(kept.path, kept.bytes, signal);
+    prefix = await primeFromFile(hasher, ring, kept.path, kept.bytes, signal);
   } catch (err) {
     if (signal?.aborted === true) throw err;
     log('re-hashing the kept prefix of %s failed: %O', kept.path, err);
