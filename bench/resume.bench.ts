@@ -35,7 +35,9 @@ async function abortAtNinety(): Promise<void> {
   const f = fetcher();
   const controller = new AbortController();
   await f
-    .ensure(IMAGE, target, { signal: controller.signal, onProgress: (p) => p.bytesDone >= AT * SIZE && controller.abort() })
+    .ensure(IMAGE, target, { signal: controller.signal, onProgress: (p) => {
+        if (p.bytesDone >= AT * SIZE) controller.abort();
+      } })
     .then(() => {
       throw new Error('the download was not interrupted');
     })

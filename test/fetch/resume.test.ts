@@ -81,7 +81,7 @@ describe('resumable downloads', () => {
     const out: { staging: string; bytes: number }[] = [];
     for (const name of names.filter((n) => n.endsWith('.staging'))) {
       const record = await readResumeRecord(path.join(cacheDir, name));
-      assert.ok(typeof record !== 'string', `${name}: ${String(record)}`);
+      assert.ok(typeof record !== 'string', `${name}: ${typeof record === 'string' ? record : ''}`);
       assert.ok(names.includes(`${name}.resume`));
       out.push({ staging: name, bytes: record.bytes });
     }
@@ -248,7 +248,9 @@ describe('resumable downloads', () => {
     const controller = new AbortController();
     const noResume = fileFetchTarget(SMALL, finalPath(SMALL), undefined, { resume: false });
     await assert.rejects(
-      f.ensure(SMALL, noResume, { signal: controller.signal, onProgress: (p) => p.bytesDone >= 4 * MiB && controller.abort() }),
+      f.ensure(SMALL, noResume, { signal: controller.signal, onProgress: (p) => {
+        if (p.bytesDone >= 4 * MiB) controller.abort();
+      } }),
       (err) => code(err) === 'ERR_ABORTED',
     );
     await idle(f);
@@ -262,7 +264,9 @@ describe('resumable downloads', () => {
       glance.setFaults(SMALL, { throttleBytesPerSecond: 40 * MiB });
       const controller = new AbortController();
       await assert.rejects(
-        manager.cacheImage(SMALL, { signal: controller.signal, onProgress: (p) => p.bytesDone >= 4 * MiB && controller.abort() }),
+        manager.cacheImage(SMALL, { signal: controller.signal, onProgress: (p) => {
+        if (p.bytesDone >= 4 * MiB) controller.abort();
+      } }),
         (err) => code(err) === 'ERR_ABORTED',
       );
       glance.setFaults(SMALL, {});
