@@ -84,11 +84,15 @@ export async function findKeptStaging(finalPath: string, key: ResumeKey, except:
     }
   }
   for (const file of rejected) await removeStagingFiles(file);
-  // Sidecars whose staging file is gone (a crash between the publish and the sidecar's removal).
+  // Sidecars (or their temporary files) whose staging file is gone: a crash between the publish
+  // and the sidecar's removal, or while a sidecar was written.
+  const orphans = new Set<string>();
   for (const name of names) {
-    const staging = name.endsWith(RESUME_SIDECAR_SUFFIX) ? name.slice(0, -RESUME_SIDECAR_SUFFIX.length) : null;
-    if (staging !== null && stagingName.test(staging) && !present.has(staging)) await removeResumeFiles(path.join(dir, staging));
+    const at = name.lastIndexOf(RESUME_SIDECAR_SUFFIX);
+    const staging = at > 0 ? name.slice(0, at) : null;
+    if (staging !== null && stagingName.test(staging) && !present.has(staging)) orphans.add(staging);
   }
+  for (const staging of orphans) await removeResumeFiles(path.join(dir, staging));
   return best;
 }
 

@@ -372,6 +372,9 @@ export class FileStagingSink implements StagingSink {
     try {
       const handle = await open(kept.path, constants.O_RDWR | constants.O_NOFOLLOW);
       this.#handle = handle;
+      // Checked again on the descriptor: the name may have been swapped since it was looked at.
+      const stats = await handle.stat();
+      if (!stats.isFile() || stats.nlink !== 1) throw new Error(`${kept.path} is no longer a regular file of its own`);
       // Bytes past the verified prefix are unverified: cut them off.
       await handle.truncate(kept.bytes);
       this.#position = kept.bytes;

@@ -139,6 +139,26 @@ describe('resumable downloads', () => {
     await assertCached(LARGE, LARGE_DATA);
   });
 
+  it('a running download records checkpoints beside it (every 2 s on a slow link), and removes the sidecar once published', async () => {
+    glance.setFaults(LARGE, { throttleBytesPerSecond: 10 * MiB });
+    const seen: number[] = [];
+    const running = fetcher().ensure(LARGE, target(LARGE));
+    const watch = setInterval(() => {
+      void listDir(cacheDir).then(async (names) => {
+        const staging = names.find((n) => n.endsWith('.staging'));
+        if (staging === undefined || !names.includes(`${staging}.resume`)) return;
+        const record = await readResumeRecord(path.join(cacheDir, staging));
+        if (typeof record !== 'string') seen.push(record.bytes);
+      });
+    }, 100);
+    const result = await running.finally(() => {
+      clearInterval(watch);
+    });
+    assert.equal(result.resumedFromBytes, 0);
+    assert.ok(seen.length > 0 && seen.every((bytes) => bytes > 0 && bytes % (4 * MiB) === 0 && bytes < LARGE_DATA.length), `checkpoints seen: ${seen.join(', ')}`);
+    await assertCached(LARGE, LARGE_DATA);
+  });
+
   it('a transport failure mid-body keeps the staging (inline hash), and the next ensure resumes it', async () => {
     // Range ignored and the body cut at the same place every time: the retries cannot progress.
     glance.setFaults(SMALL, { honourRange: false, resetAfterBytes: 9 * MiB, resets: 100 });
