@@ -209,7 +209,8 @@ describe('the fetch pipeline', () => {
 
   it('aborting mid-download rejects with ERR_ABORTED, publishes nothing, and keeps the staging with its sidecar for a resume', async () => {
     const controller = new AbortController();
-    const pending = fetcher({ bytesPerSecond: 1024 * 1024 }).ensure(IMAGE, target(), {
+    const f = fetcher({ bytesPerSecond: 1024 * 1024 });
+    const pending = f.ensure(IMAGE, target(), {
       signal: controller.signal,
       onProgress: () => {
         controller.abort();
@@ -217,7 +218,7 @@ describe('the fetch pipeline', () => {
     });
     await assert.rejects(pending, (err) => code(err) === 'ERR_ABORTED');
     // The shared download is aborted once its only caller left; give it a moment to keep its staging.
-    for (let i = 0; i < 50 && (await listDir(cacheDir)).length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 250 && f.activeDownloads > 0; i++) await new Promise((r) => setTimeout(r, 20));
     const left = await listDir(cacheDir);
     assert.ok(!left.includes(IMAGE), 'nothing under the final name');
     assert.equal(left.length, 2, left.join(', '));
