@@ -249,8 +249,8 @@ export class ImageFetcher {
           throw err;
         }
         await options.afterDownload?.(info);
-        log('cached image %s as %s: %d bytes, %s %s', imageId, target.name, result.bytes, result.algorithm, result.digest);
         const { resumedFromBytes = 0, ...verified } = result;
+        log('cached image %s as %s: %d bytes (%d kept from an interrupted download), %s %s', imageId, target.name, result.bytes, resumedFromBytes, result.algorithm, result.digest);
         return { status: 'cached', ...verified, resumedFromBytes };
       },
       { signal, imageId },
