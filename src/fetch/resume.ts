@@ -30,7 +30,7 @@ import type { StagingResume } from './staging.js';
 const log = createLogger('fetch');
 
 /** Written bytes after which a checkpoint is recorded. */
-export const CHECKPOINT_BYTES = 32 * 1024 * 1024;
+export const CHECKPOINT_BYTES = 16 * 1024 * 1024;
 
 /** Time after which a checkpoint is recorded, whatever was written since (a slow link), ms. */
 export const CHECKPOINT_MS = 2000;

@@ -7,27 +7,22 @@
 //   - the next call (the same download, the same disk, the next pass) succeeds, taking over the
 //     dead process's lock once it is stale;
 //   - once a pass has run, no staging file, registry temp file or lock directory is left.
-// The three kinds run side by side, each in its own instances path. A fourth lane kills large,
-// slow downloads at random offsets: the next process resumes the kept staging (only the rest is
-// pulled from Glance, by its byte counter) and ends with the verified image.
+// The three kinds run side by side, each in its own instances path. Kills of large downloads the
+// next process resumes: resume-crashes.test.ts, with the same harness (crash-lanes.ts).
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import { LibvirtFileImageManager } from '../../src/backends/libvirt-file/libvirt-file-manager.js';
 import { cacheFileName } from '../../src/backends/libvirt-file/naming.js';
-import { CHECKPOINT_BYTES } from '../../src/fetch/resume.js';
-import { readResumeRecord } from '../../src/fetch/resume-sidecar.js';
 import type { InstanceRecord } from '../../src/instances.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import { ManualClock } from '../../src/testing/manual-clock.js';
 import { generatedImageBytes, startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';
-import { startIpcChild } from '../helpers/child.js';
-import type { IpcChild } from '../helpers/child.js';
-import type { CrashWork } from '../helpers/crash-worker.js';
+import { WorkerLane, killDuring } from './crash-lanes.js';
 import { findQemuImg, qemuImgCheck } from '../helpers/qemu.js';
 import { listDir, makeTempDir, seededBytes } from '../helpers/tmp.js';
 import {
@@ -42,65 +37,12 @@ import {
 import { Rng, withSeed } from './seed.js';
 
 const KILLS = Number(process.env.RELIABILITY_KILLS ?? 20);
-/** Kills of the resume lane: each costs a few seconds of a throttled large download. */
-const RESUME_KILLS = Number(process.env.RELIABILITY_RESUME_KILLS ?? 5);
-const MiB = 1024 * 1024;
 const HOUR = 3600;
 const DAY = 86400;
 /** A lane takes about a minute on a loaded 2-core machine; the suite-wide 120 s default is too tight. */
 const LANE_TIMEOUT_MS = 400_000;
 /** Every manager and worker here uses the smallest staleness proper-lockfile allows. */
 const LOCK_STALE_MS = 2000;
-
-/** Starts crash workers one ahead, so a round never waits for a worker to load. */
-class WorkerLane {
-  readonly #args: unknown;
-  #spare: IpcChild;
-
-  constructor(args: unknown) {
-    this.#args = args;
-    this.#spare = startIpcChild('crash-worker.ts', args);
-  }
-
-  take(): IpcChild {
-    const worker = this.#spare;
-    this.#spare = startIpcChild('crash-worker.ts', this.#args);
-    return worker;
-  }
-
-  async close(): Promise<void> {
-    this.#spare.process.kill('SIGKILL');
-    await this.#spare.exited;
-  }
-}
-
-interface KillOutcome {
-  /** The work had finished before the kill landed. */
-  readonly finished: boolean;
-  /** The work's result, when it finished. */
-  readonly value: unknown;
-  readonly stdout: string;
-}
-
-/** Starts `work` in `worker` and SIGKILLs it `delayMs` later. An error reply before the kill fails the test. */
-async function killDuring(worker: IpcChild, work: CrashWork, delayMs: number): Promise<KillOutcome> {
-  await worker.ready;
-  let finished = false;
-  let value: unknown;
-  let failure: string | undefined;
-  const reply = worker.request(work).then((r) => {
-    if (r.ok) {
-      finished = true;
-      value = r.value;
-    } else if (r.code !== 'WORKER_DIED') failure = `${r.code ?? ''} ${r.message}`;
-  });
-  await new Promise((resolve) => setTimeout(resolve, delayMs));
-  worker.process.kill('SIGKILL');
-  await worker.exited;
-  await reply;
-  assert.equal(failure, undefined, `the work failed before the kill: ${failure ?? ''}`);
-  return { finished, value, stdout: worker.stdout() };
-}
 
 /** The units started but not finished, from the worker's START/DONE lines. */
 function inProgress(stdout: string): string[][] {
@@ -360,61 +302,6 @@ describe('crashes: SIGKILL at random points', { concurrency: 3 }, () => {
     });
   });
 
-  it(`${RESUME_KILLS} kills at random offsets of large downloads: the next process resumes, pulling only the rest`, { timeout: LANE_TIMEOUT_MS }, async (t) => {
-    await withSeed(t, async (seed) => {
-      const rng = new Rng(seed);
-      const { dir: instancesPath, cleanup } = await makeTempDir('vic-crash-resume-');
-      const baseDir = path.join(instancesPath, '_base');
-      const lane = new WorkerLane({ host: 'crash-resume', instancesPath, url: glance.url });
-      lanes.push(lane);
-      const SIZE = 160 * MiB + rng.int(0, 4 * MiB);
-      const RATE = 48 * MiB;
-      // Bytes the dead process may have received but not yet recorded: a checkpoint interval, the
-      // ring (16 MiB) and socket buffers.
-      const SLACK = CHECKPOINT_BYTES + 32 * MiB;
-      let resumed = 0;
-      let pulledAgain = 0;
-      const offsets: number[] = [];
-      try {
-        for (let round = 0; round < RESUME_KILLS; round++) {
-          const id = `resume-${round}`;
-          const spec = { size: SIZE, seed: rng.int(1, 1e9) };
-          glance.addImage({ id, content: spec, faults: { throttleBytesPerSecond: RATE } });
-          const expected = sha256(generatedImageBytes(spec));
-          // The fake hashes an image on its first description: not inside the kill window.
-          await fetch(`${glance.url}/v2/images/${id}`);
-          const delay = rng.int(1500, 3300);
-          const outcome = await killDuring(lane.take(), { kind: 'download', imageIds: [id] }, delay);
-          const where = `resume round ${round} (kill after ${delay} ms)`;
-          const servedBeforeKill = glance.bytesServed(id);
-          offsets.push(Number((servedBeforeKill / SIZE).toFixed(2)));
-          const sidecar = (await listDir(baseDir)).find((name) => name.endsWith('.staging.resume'));
-          const record = sidecar === undefined ? null : await readResumeRecord(path.join(baseDir, sidecar.slice(0, -'.resume'.length)));
-          const keptBytes = record !== null && typeof record !== 'string' ? record.bytes : 0;
-
-          glance.setFaults(id, {});
-          const result = await recoverer(instancesPath, 0, false).cacheImage(id);
-          const again = glance.bytesServed(id) - servedBeforeKill;
-          assert.equal(sha256(await readFile(path.join(baseDir, cacheFileName(id)))), expected, `verified image after ${where}`);
-          if (outcome.finished) {
-            assert.equal(result.status, 'existing');
-            continue;
-          }
-          assert.equal(again, SIZE - keptBytes, `only the rest is pulled after ${where}`);
-          assert.ok(again < SIZE - servedBeforeKill + SLACK, `${again} bytes pulled again after ${where} (${servedBeforeKill} served before the kill)`);
-          assert.ok(glance.bytesServed(id) < 2 * SIZE, `${glance.bytesServed(id)} bytes pulled in all for ${where}`);
-          if (keptBytes > 0) resumed++;
-          pulledAgain += again / SIZE;
-          assert.deepEqual(await stagingLeftovers(instancesPath), [], `staging left after the resume of ${where}`);
-          await unlink(path.join(baseDir, cacheFileName(id)));
-        }
-        assert.ok(resumed > 0, 'at least one download was resumed');
-        report(t, 'resume', { kills: RESUME_KILLS, killedAtFractions: offsets, resumed, meanFractionPulledAgain: Number((pulledAgain / RESUME_KILLS).toFixed(3)) });
-      } finally {
-        await cleanup();
-      }
-    });
-  });
 });
 
 /** Waits until every lock directory left is older than the lock staleness (2 s): its holder is dead. */
