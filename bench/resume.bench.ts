@@ -2,7 +2,7 @@
 // restart pulls from Glance again (the fake's byte counter), and what the restart costs. Two
 // interruptions: an abort in this process (the staging is kept with a sidecar recording every
 // byte written), and a SIGKILL of a downloading process at 90 % (only the last checkpoint, at most
-// 16 MiB or 2 s behind, is kept). Target: the restart pulls <= 0.15 x the image (today 1.0 x).
+// 8 MiB or 2 s behind, is kept). Target: the restart pulls <= 0.15 x the image (today 1.0 x).
 // Also printed: the restart's time, and the time to re-hash the kept prefix on the hash worker
 // (measured again afterwards on the published file, its pages cached).
 import { mkdtemp, rm } from 'node:fs/promises';
