@@ -277,6 +277,22 @@ describe('resumable downloads', () => {
     assert.deepEqual(await listDir(cacheDir), []);
   });
 
+  it('the manager option resumeDownloads: false keeps nothing; a non-boolean is refused', async () => {
+    const source = new GlanceImageSource({ endpoint: glance.url });
+    assert.throws(() => new LibvirtFileImageManager({ host: 'h', instancesPath: dir, source, resumeDownloads: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_CONFIG' });
+    const manager = new LibvirtFileImageManager({ host: 'h', instancesPath: dir, source, resumeDownloads: false });
+    glance.setFaults(SMALL, { throttleBytesPerSecond: 40 * MiB });
+    const controller = new AbortController();
+    await assert.rejects(
+      manager.cacheImage(SMALL, { signal: controller.signal, onProgress: (p) => {
+        if (p.bytesDone >= 4 * MiB) controller.abort();
+      } }),
+      (err) => code(err) === 'ERR_ABORTED',
+    );
+    for (let i = 0; i < 100 && (await listDir(manager.baseDir)).length > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(await listDir(manager.baseDir), []);
+  });
+
   describe('the staging sweep', () => {
     it('init() and the pass keep a young resumable staging, and remove it with its sidecar past staleStagingAgeSeconds', async () => {
       const source = new GlanceImageSource({ endpoint: glance.url, backoffBaseMs: 1, backoffMaxMs: 5 });
