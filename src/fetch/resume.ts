@@ -83,6 +83,9 @@ export async function resumeKept(
   return { offset: 0, hasher: makeHasher() };
 }
 
+/** Failures whose staging is never kept. */
+const DISCARDING_CODES: ReadonlySet<string> = new Set(['ERR_CHECKSUM_MISMATCH', 'ERR_SIZE_MISMATCH', 'ERR_IMAGE_TOO_LARGE', 'ERR_DISK_FULL']);
+
 /**
  * True when a download that failed with `err` should keep its staging for a later resume: it was
  * aborted, or its source failed to deliver the rest (`ImageServiceUnavailableError`, or an
@@ -90,6 +93,8 @@ export async function resumeKept(
  * and every other typed error discard it.
  */
 export function keepsStaging(err: unknown, signal: AbortSignal | undefined, fromSource: boolean): boolean {
+  // These discard even when an abort came at the same time: the bytes are wrong, or in the way.
+  if (isImageCacheError(err) && DISCARDING_CODES.has(err.code)) return false;
   if (signal?.aborted === true || err instanceof AbortedError) return true;
   if (!fromSource) return false;
   return err instanceof ImageServiceUnavailableError || !isImageCacheError(err);
