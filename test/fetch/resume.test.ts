@@ -8,10 +8,21 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, symlink, truncate, unlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { LibvirtFileImageManager, isImageCacheError } from '../../src/index.js';
+import {
+  AbortedError,
+  ChecksumMismatchError,
+  DiskFullError,
+  ImageNotFoundError,
+  ImageServiceUnavailableError,
+  ImageTooLargeError,
+  LibvirtFileImageManager,
+  SizeMismatchError,
+  isImageCacheError,
+} from '../../src/index.js';
 import { LockManager, fileFetchTarget } from '../../src/backend-kit/index.js';
 import { ImageFetcher } from '../../src/fetch/image-fetcher.js';
 import type { FetchTarget } from '../../src/fetch/image-fetcher.js';
+import { keepsStaging } from '../../src/fetch/resume.js';
 import { readResumeRecord, writeResumeRecord } from '../../src/fetch/resume-sidecar.js';
 import { isStagingName, stagingPathFor } from '../../src/fetch/staging.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
@@ -275,6 +286,25 @@ describe('resumable downloads', () => {
     );
     await idle(f);
     assert.deepEqual(await listDir(cacheDir), []);
+  });
+
+  it('which failures keep the staging: aborts and source failures; never a wrong or too large image or a full disk', () => {
+    const aborted = AbortSignal.abort();
+    const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    assert.equal(keepsStaging(new AbortedError('Download', SMALL), undefined, false), true);
+    assert.equal(keepsStaging(reset, aborted, false), true, 'anything once the signal fired');
+    assert.equal(keepsStaging(new ImageServiceUnavailableError(SMALL, 3, reset), undefined, true), true);
+    assert.equal(keepsStaging(reset, undefined, true), true, "an untyped failure of a source's stream");
+    assert.equal(keepsStaging(reset, undefined, false), false, 'an untyped failure elsewhere (a write)');
+    assert.equal(keepsStaging(new ImageNotFoundError(SMALL), undefined, true), false, 'the image is gone');
+    for (const wrong of [
+      new ChecksumMismatchError(SMALL, 'sha512', 'aa', 'bb'),
+      new SizeMismatchError(SMALL, 10, 11),
+      new ImageTooLargeError(SMALL, 11, 10),
+      new DiskFullError(SMALL, 10, 0, '/x'),
+    ]) {
+      assert.equal(keepsStaging(wrong, aborted, true), false, wrong.code);
+    }
   });
 
   it('the manager option resumeDownloads: false keeps nothing; a non-boolean is refused', async () => {
