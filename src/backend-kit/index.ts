@@ -22,7 +22,7 @@ export { fileFetchTarget, isRegularFile } from '../fetch/file-target.js';
 export type { FileFetchTargetOptions } from '../fetch/file-target.js';
 // The manager's protected `fetcher`: a backend's own spawn path fetches through it.
 export type { EnsureOptions, EnsureResult, ImageFetcher, ImageFetcherOptions, LocalFill, LocalFillContext } from '../fetch/image-fetcher.js';
-export { STAGING_SUFFIX, isStagingName, stagingFinalName, stagingPathFor } from '../fetch/staging.js';
+export { STAGING_SUFFIX, isStagingName, stagingFinalName, stagingPathFor } from '../fetch/staging-names.js';
 // A sink of one's own may offer resume: these are what it records and adopts (see fetch/resume.ts).
 export type { StagingResume } from '../fetch/staging.js';
 export type { KeptStaging } from '../fetch/kept-staging.js';

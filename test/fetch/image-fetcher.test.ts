@@ -8,7 +8,7 @@ import { LockManager, fileFetchTarget } from '../../src/backend-kit/index.js';
 import { ImageFetcher } from '../../src/fetch/image-fetcher.js';
 import type { DownloadProgress, FetchTarget, ImageSource } from '../../src/index.js';
 import type { EnsureResult } from '../../src/fetch/image-fetcher.js';
-import { isStagingName } from '../../src/fetch/staging.js';
+import { isStagingName } from '../../src/fetch/staging-names.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import { startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';

@@ -24,7 +24,7 @@ import { ImageFetcher } from '../../src/fetch/image-fetcher.js';
 import type { FetchTarget } from '../../src/fetch/image-fetcher.js';
 import { keepsStaging } from '../../src/fetch/resume.js';
 import { readResumeRecord, writeResumeRecord } from '../../src/fetch/resume-sidecar.js';
-import { isStagingName, stagingPathFor } from '../../src/fetch/staging.js';
+import { isStagingName, stagingPathFor } from '../../src/fetch/staging-names.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import { startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { LibvirtFileImageManager } from '../../src/backends/libvirt-file/libvirt-file-manager.js';
 import { isImageCacheError } from '../../src/errors.js';
-import { isStagingName } from '../../src/fetch/staging.js';
+import { isStagingName } from '../../src/fetch/staging-names.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import { startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance, FakeImageFaults } from '../../src/testing/fake-glance.js';

@@ -16,7 +16,7 @@ import { DiskFullError, InvalidConfigError } from '../../errors.js';
 import { fileFetchTarget } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
 import { removeResumeFiles } from '../../fetch/resume-sidecar.js';
-import { isOwnStagingName } from '../../fetch/staging.js';
+import { isOwnStagingName } from '../../fetch/staging-names.js';
 import { assertValidImageId, checkImageId, vouchFor } from '../../image-id.js';
 import { metadataFsFor } from '../../fs/choose-metadata-fs.js';
 import type { MetadataFs } from '../../fs/metadata-fs.js';

@@ -9,7 +9,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { BaseImageScan, CacheEntry, StagingEntry } from '../../cache-entry.js';
 import { RESUME_SIDECAR_SUFFIX } from '../../fetch/resume-sidecar.js';
-import { isStagingName, sidecarStagingName, stagingFinalName } from '../../fetch/staging.js';
+import { isStagingName, sidecarStagingName, stagingFinalName } from '../../fetch/staging-names.js';
 import { syncMetadataFs } from '../../fs/metadata-fs.js';
 import type { MetadataFs } from '../../fs/metadata-fs.js';
 import { classifyBaseFileName } from './naming.js';
