@@ -38,6 +38,12 @@ export interface StagingEntry {
    * when the backend can tell: a leftover whose lock is free has no live writer.
    */
   readonly lockName?: string | undefined;
+  /**
+   * True when an interrupted download kept it, with its resume sidecar, for the next download of
+   * the image to continue: it is kept until `staleStagingAgeSeconds`, even by `init()`, and its
+   * removal takes the sidecar with it.
+   */
+  readonly resumable?: boolean | undefined;
 }
 
 /** The result of {@link ImageManager.scanBaseImages}. */

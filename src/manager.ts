@@ -293,6 +293,8 @@ export abstract class ImageManager<TBase = unknown> extends CacheStoreBase<TBase
           leftovers,
           nowMs: this.clock.now(),
           minAgeSeconds: Number.NEGATIVE_INFINITY,
+          // A download's kept staging is worth its age: the next download resumes it.
+          resumableMinAgeSeconds: this.options.staleStagingAgeSeconds,
           withoutLock: 'skip',
           lockErrors: 'throw',
           signal: options.signal,

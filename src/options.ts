@@ -44,8 +44,18 @@ export interface ImageCacheOptions {
   readonly downloadBytesPerSecond?: number;
   /** Fail when the image service publishes no checksum at all. Default false (size is still verified). */
   readonly requireChecksum?: boolean;
-  /** Staging files older than this many seconds are leftovers of a crash and are removed. Default 3600. */
+  /**
+   * Staging files older than this many seconds are leftovers of a crash and are removed; a staging
+   * file kept for resume (with its sidecar) is kept this long, even by `init()`. Default 3600.
+   */
   readonly staleStagingAgeSeconds?: number;
+  /**
+   * Keep the staging file of a download interrupted by an abort, a transport failure or a crash
+   * (with a small sidecar recording the verified prefix), and have the next download of the image
+   * re-hash that prefix and fetch only the rest. File caches only; the final digest is checked as
+   * always. Default true.
+   */
+  readonly resumeDownloads?: boolean;
   /** How long to wait for another process's lock on an image before giving up, ms. Default 1800000 (30 min). */
   readonly lockTimeoutMs?: number;
   /**
@@ -126,6 +136,7 @@ export const DEFAULT_OPTIONS: ResolvedImageCacheOptions = Object.freeze({
   downloadBytesPerSecond: Number.POSITIVE_INFINITY,
   requireChecksum: false,
   staleStagingAgeSeconds: 3600,
+  resumeDownloads: true,
   lockTimeoutMs: 1_800_000,
   lockStaleMs: 10_000,
   maxCacheBytes: Number.POSITIVE_INFINITY,
@@ -237,6 +248,7 @@ const CHECKS: { readonly [K in keyof ImageCacheOptions]-?: OptionCheck } = {
   downloadBytesPerSecond: bytesPerSecondOrInfinity,
   requireChecksum: isBoolean,
   staleStagingAgeSeconds: integerFrom(0),
+  resumeDownloads: isBoolean,
   lockTimeoutMs: integerFrom(0),
   lockStaleMs: integerBetween(2000, MAX_TIMER_MS),
   maxCacheBytes: positiveOrInfinity,

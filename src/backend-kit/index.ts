@@ -19,9 +19,14 @@ export { systemClock } from '../clock.js';
 export type { Logger } from '../log.js';
 export { MAX_IMAGE_ID_BYTES, assertValidImageId } from '../image-id.js';
 export { fileFetchTarget, isRegularFile } from '../fetch/file-target.js';
+export type { FileFetchTargetOptions } from '../fetch/file-target.js';
 // The manager's protected `fetcher`: a backend's own spawn path fetches through it.
 export type { EnsureOptions, EnsureResult, ImageFetcher, ImageFetcherOptions, LocalFill, LocalFillContext } from '../fetch/image-fetcher.js';
-export { STAGING_SUFFIX, isStagingName, stagingFinalName, stagingPathFor } from '../fetch/staging.js';
+export { STAGING_SUFFIX, isStagingName, stagingFinalName, stagingPathFor } from '../fetch/staging-names.js';
+// A sink of one's own may offer resume: these are what it records and adopts (see fetch/resume.ts).
+export type { StagingResume } from '../fetch/staging.js';
+export type { KeptStaging } from '../fetch/kept-staging.js';
+export type { ResumeKey, ResumePoint } from '../fetch/resume-sidecar.js';
 export { mtimeOf, touchFile } from '../backends/files.js';
 // The file-system seam of a shared directory (option `metadataIo`): the file helpers take one.
 export { metadataFsFor } from '../fs/choose-metadata-fs.js';

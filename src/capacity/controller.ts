@@ -244,6 +244,8 @@ export class CapacityController<TBase> {
             },
             commit: () => sink.commit(),
             discard: () => sink.discard(),
+            // A kept prefix is on disk already (statfs shows it); only the rest is counted here.
+            resume: sink.resume,
           };
         },
       }),

@@ -71,6 +71,7 @@ export class CacheFill<TBase> {
       digest: result.digest,
       durationMs: result.durationMs,
       bytesFrom: result.bytesFrom,
+      resumedFromBytes: result.resumedFromBytes,
     };
     if (outcome.status === 'cached' && !outcome.shared) view.emit('cached', outcome);
     return outcome;

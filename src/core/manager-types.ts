@@ -67,6 +67,11 @@ export interface CacheImageResult {
    * `existing` and for a local fill (a link from an image store).
    */
   readonly bytesFrom: readonly BytesFrom[];
+  /**
+   * Bytes an interrupted earlier download had kept and this one resumed from (re-hashed from disk,
+   * not fetched again); 0 when it started from zero or the image was already cached.
+   */
+  readonly resumedFromBytes: number;
 }
 
 /** Options of {@link ImageManager.update}. */

@@ -41,6 +41,11 @@ export interface StagingSweep {
   readonly nowMs: number;
   /** Leftovers younger than this are kept, seconds (0: any age goes). */
   readonly minAgeSeconds: number;
+  /**
+   * Resumable leftovers (a download's kept staging) younger than this are kept, seconds, even when
+   * `minAgeSeconds` is lower. Default `minAgeSeconds`.
+   */
+  readonly resumableMinAgeSeconds?: number | undefined;
   /** What to do with a leftover without a lock name: remove it (past the age), or skip it. */
   readonly withoutLock: 'remove' | 'skip';
   /** A lock that fails for another reason than being held: record a failure, or throw. */
@@ -175,14 +180,16 @@ export class SafeRemover<TBase> {
   /**
    * Removes the staging leftovers past their age whose writer is gone: each one's lock (the lock
    * its writer holds from the first byte to the publish) is tried without waiting, and a held lock
-   * means a live writer, however old the file.
+   * means a live writer, however old the file. A resumable leftover (kept for the next download of
+   * its image) stays until `resumableMinAgeSeconds` as well.
    */
   async sweepStaging(sweep: StagingSweep): Promise<StagingSweepResult> {
     const view = this.#view;
     const result: StagingSweepResult = { removed: [], busy: [], failures: [] };
     for (const leftover of sweep.leftovers) {
       const ageSeconds = (sweep.nowMs - leftover.lastModifiedMs) / 1000;
-      if (ageSeconds < sweep.minAgeSeconds) continue;
+      const minAge = leftover.resumable === true ? Math.max(sweep.minAgeSeconds, sweep.resumableMinAgeSeconds ?? sweep.minAgeSeconds) : sweep.minAgeSeconds;
+      if (ageSeconds < minAge) continue;
       if (leftover.lockName === undefined && sweep.withoutLock === 'skip') continue;
       let held: HeldLock | undefined;
       try {

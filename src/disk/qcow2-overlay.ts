@@ -10,7 +10,8 @@
 import path from 'node:path';
 import { InvalidConfigError } from '../errors.js';
 import { publishFile } from '../fetch/durable.js';
-import { CACHE_FILE_MODE, mapWriteError, stagingPathFor } from '../fetch/staging.js';
+import { CACHE_FILE_MODE, mapWriteError } from '../fetch/staging.js';
+import { stagingPathFor } from '../fetch/staging-names.js';
 import { syncMetadataFs } from '../fs/metadata-fs.js';
 import type { MetadataFile, MetadataFs } from '../fs/metadata-fs.js';
 import { createLogger } from '../log.js';

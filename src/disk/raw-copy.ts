@@ -13,7 +13,8 @@ import path from 'node:path';
 import { throwIfAborted } from '../abort.js';
 import { FlavorDiskSmallerThanImageError, InvalidConfigError, InvalidDiskImageError } from '../errors.js';
 import { publishFile } from '../fetch/durable.js';
-import { mapWriteError, stagingPathFor } from '../fetch/staging.js';
+import { mapWriteError } from '../fetch/staging.js';
+import { stagingPathFor } from '../fetch/staging-names.js';
 import { createLogger } from '../log.js';
 
 const log = createLogger('disk');

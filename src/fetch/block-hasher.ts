@@ -4,17 +4,27 @@
  * On a 2-core compute host the main thread is busy with the socket and with handing writes to the
  * thread pool; hashing a large image there (md5 ~600 MiB/s, sha512 ~700 MiB/s) costs a large share
  * of the download time. A worker thread hashes blocks that live in shared memory, in parallel with
- * the network and the disk, and only tiny messages cross threads: no copies.
+ * the network and the disk, and only tiny messages cross threads: no copies. The same path re-hashes
+ * the kept prefix of a resumed download ({@link primeFromFile}), read from disk into the ring.
  *
  * @module
  */
 import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
+import { throwIfAborted } from '../abort.js';
 
 /** Hashes blocks of a {@link BlockRing} in order. */
 export interface BlockHasher {
   /** Hashes `length` bytes of ring block `index`; resolves once the block may be reused. */
   update(index: number, length: number): Promise<void>;
+  /**
+   * The hex digest of everything handed to {@link BlockHasher.update} before this call (in call
+   * order, whether or not those updates have resolved yet), the hash going on: what a resume
+   * checkpoint records for the prefix written so far.
+   */
+  prefixDigest(): Promise<string>;
   /** The hex digest of everything hashed. */
   digest(): Promise<string>;
   /** Frees the hasher's resources. Safe to call more than once. */
@@ -89,6 +99,11 @@ export class InlineBlockHasher implements BlockHasher {
     return Promise.resolve();
   }
 
+  /** {@inheritDoc BlockHasher.prefixDigest} */
+  prefixDigest(): Promise<string> {
+    return Promise.resolve(this.#hash.copy().digest('hex'));
+  }
+
   /** {@inheritDoc BlockHasher.digest} */
   digest(): Promise<string> {
     return Promise.resolve(this.#hash.digest('hex'));
@@ -100,16 +115,22 @@ export class InlineBlockHasher implements BlockHasher {
   }
 }
 
-// The worker: hashes slices of the shared ring in arrival order, acknowledging each.
+
+// The worker: hashes slices of the shared ring in arrival order, answering each message in order.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const hash = createHash(workerData.algorithm);
 const memory = new Uint8Array(workerData.memory);
 parentPort.on('message', (m) => {
-  if (m.digest) { parentPort.postMessage({ digest: hash.digest('hex') }); return; }
-  hash.update(memory.subarray(m.offset, m.offset + m.length));
-  parentPort.postMessage({ ack: true });
+  try {
+    if (m.digest) { parentPort.postMessage({ value: hash.digest('hex') }); return; }
+    if (m.prefix) { parentPort.postMessage({ value: hash.copy().digest('hex') }); return; }
+    hash.update(memory.subarray(m.offset, m.offset + m.length));
+    parentPort.postMessage({ value: '' });
+  } catch (error) {
+    parentPort.postMessage({ error: String(error && error.message || error) });
+  }
 });
 `;
 
@@ -117,8 +138,8 @@ parentPort.on('message', (m) => {
 export class WorkerBlockHasher implements BlockHasher {
   readonly #worker: Worker;
   readonly #ring: BlockRing;
-  readonly #acks: { resolve: () => void; reject: (err: Error) => void }[] = [];
-  #onDigest: ((digest: string) => void) | undefined;
+  /** Callers waiting for the worker's answers, in the order of their messages. */
+  readonly #replies: { resolve: (value: string) => void; reject: (err: Error) => void }[] = [];
   #failure: Error | undefined;
   #closed = false;
 
@@ -129,9 +150,10 @@ export class WorkerBlockHasher implements BlockHasher {
   constructor(algorithm: string, ring: BlockRing) {
     this.#ring = ring;
     this.#worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { algorithm, memory: ring.memory } });
-    this.#worker.on('message', (message: { ack?: true; digest?: string }) => {
-      if (message.digest !== undefined) this.#onDigest?.(message.digest);
-      else this.#acks.shift()?.resolve();
+    this.#worker.on('message', (message: { value?: string; error?: string }) => {
+      const reply = this.#replies.shift();
+      if (message.error !== undefined) reply?.reject(new Error(message.error));
+      else reply?.resolve(message.value ?? '');
     });
     this.#worker.on('error', (err) => {
       this.#fail(err);
@@ -142,20 +164,25 @@ export class WorkerBlockHasher implements BlockHasher {
   }
 
   /** {@inheritDoc BlockHasher.update} */
-  update(index: number, length: number): Promise<void> {
-    if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    return new Promise((resolve, reject) => {
-      this.#acks.push({ resolve, reject });
-      this.#worker.postMessage({ offset: index * this.#ring.blockSize, length });
-    });
+  async update(index: number, length: number): Promise<void> {
+    await this.#ask({ offset: index * this.#ring.blockSize, length });
+  }
+
+  /** {@inheritDoc BlockHasher.prefixDigest} */
+  prefixDigest(): Promise<string> {
+    return this.#ask({ prefix: true });
   }
 
   /** {@inheritDoc BlockHasher.digest} */
   digest(): Promise<string> {
+    return this.#ask({ digest: true });
+  }
+
+  #ask(message: object): Promise<string> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    return new Promise((resolve) => {
-      this.#onDigest = resolve;
-      this.#worker.postMessage({ digest: true });
+    return new Promise((resolve, reject) => {
+      this.#replies.push({ resolve, reject });
+      this.#worker.postMessage(message);
     });
   }
 
@@ -168,6 +195,45 @@ export class WorkerBlockHasher implements BlockHasher {
 
   #fail(err: Error): void {
     this.#failure = err;
-    for (const ack of this.#acks.splice(0)) ack.reject(err);
+    for (const reply of this.#replies.splice(0)) reply.reject(err);
   }
+}
+
+/**
+ * Hashes the first `bytes` bytes of `file` (a kept staging file) through `hasher` before any
+ * download block, and resolves to their digest; the hash goes on from there. The file is read
+ * into the ring's blocks on libuv's thread pool while the hasher (a worker thread, for large
+ * images) hashes the previous block: the main thread only hands blocks over, and the re-hash runs
+ * at the speed of the slower of the disk and the hash. The file is opened without following a
+ * symbolic link.
+ *
+ * @throws when the file ends before `bytes`, when the hash fails, or `AbortedError`
+ */
+export async function primeFromFile(hasher: BlockHasher, ring: BlockRing, file: string, bytes: number, signal?: AbortSignal): Promise<string> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const busy: Promise<void>[] = ring.blocks.map(() => Promise.resolve());
+  try {
+    let index = 0;
+    for (let done = 0; done < bytes; ) {
+      throwIfAborted(signal, 'Resuming a download');
+      // The block is free once the hasher has acknowledged it.
+      await busy[index];
+      const block = ring.blocks[index] as Buffer;
+      const want = Math.min(block.length, bytes - done);
+      for (let got = 0; got < want; ) {
+        const { bytesRead } = await handle.read(block, got, want - got, done + got);
+        if (bytesRead === 0) throw new Error(`${file} ends at ${done + got} bytes, before the ${bytes} to resume from`);
+        got += bytesRead;
+      }
+      const hashed = hasher.update(index, want);
+      hashed.catch(() => undefined);
+      busy[index] = hashed;
+      done += want;
+      index = (index + 1) % ring.blocks.length;
+    }
+    await Promise.all(busy);
+  } finally {
+    await handle.close();
+  }
+  return hasher.prefixDigest();
 }

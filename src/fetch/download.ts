@@ -22,9 +22,11 @@ import { BlockRing, InlineBlockHasher, WorkerBlockHasher } from './block-hasher.
 import type { BlockHasher } from './block-hasher.js';
 import { verifyAndPublish } from './publish.js';
 import type { DownloadResult } from './publish.js';
+import { Checkpointer, finalPoint, keepsStaging, resumeKept } from './resume.js';
 import type { StagingSink } from './staging.js';
 import { Throttle } from './throttle.js';
 import { expectedDigestOf } from './verifier.js';
+import type { ExpectedDigest } from './verifier.js';
 
 /** Size of the blocks handed to the hash and to the disk. */
 export const BLOCK_SIZE = 4 * 1024 * 1024;
@@ -59,7 +61,10 @@ export interface DownloadRequest {
   readonly info: ImageInfo;
   /** Where the bytes come from. */
   readonly source: ImageSource;
-  /** Where the bytes go. Committed on success, discarded on any failure. */
+  /**
+   * Where the bytes go. Committed on success; on failure discarded, or kept for a later resume
+   * when the sink offers it (see fetch/resume.ts).
+   */
   readonly sink: StagingSink;
   /** Cancels the download. */
   readonly signal?: AbortSignal | undefined;
@@ -76,41 +81,76 @@ export interface DownloadRequest {
 // Kept importable from here, where it lived before every fill shared one publish path.
 export type { DownloadResult } from './publish.js';
 
+/** Where a download's pipeline stands: what a failed download keeps for resume. */
+interface PumpState {
+  /** Bytes handed to the sink and the hash (the prefix a resume may record). */
+  flushed: number;
+  /** False once a write or a hash of those bytes failed: their count is then not to be trusted. */
+  clean: boolean;
+  /** True when the failure came from the source (opening it, or reading from it). */
+  fromSource: boolean;
+}
+
+/** The hasher of `expected`'s algorithm: on a worker thread for large images. */
+function hasherFor(expected: ExpectedDigest, size: number | null, ring: BlockRing): BlockHasher {
+  // A worker's start-up (~tens of ms) only pays off on large images.
+  return (size ?? Number.POSITIVE_INFINITY) >= WORKER_HASH_MIN_BYTES
+    ? new WorkerBlockHasher(expected.algorithm, ring)
+    : new InlineBlockHasher(expected.algorithm, ring);
+}
+
 /**
- * Downloads, verifies and publishes one image (the publish: `verifyAndPublish`). On any
- * failure the sink is discarded, so nothing appears under the final name, and the error is a typed
- * {@link ImageCacheError} where the cause is known.
+ * Downloads, verifies and publishes one image (the publish: `verifyAndPublish`). Nothing ever
+ * appears under the final name unless verified, and a failure is a typed {@link ImageCacheError}
+ * where the cause is known. When the sink offers resume and a digest is published, staging kept by
+ * an earlier download of the image is adopted (only the rest is fetched), and an aborted or
+ * transport-failed download keeps its staging for the next one; any other failure discards it.
  */
 export async function downloadToSink(request: DownloadRequest): Promise<DownloadResult> {
   const { imageId, info, sink, signal } = request;
   let reader: ImageReader | undefined;
   let hasher: BlockHasher | null = null;
+  const resume = sink.resume;
+  let checkpoints: Checkpointer | undefined;
+  const state: PumpState = { flushed: 0, clean: true, fromSource: false };
   try {
     const limit = request.maxImageSizeBytes ?? Number.POSITIVE_INFINITY;
     if (info.size !== null && info.size > limit) throw new ImageTooLargeError(imageId, info.size, limit);
     const expected = expectedDigestOf(info, request.requireChecksum ?? false);
     const ring = new BlockRing(RING_BLOCKS, BLOCK_SIZE);
-    if (expected !== null) {
-      // A worker's start-up (~tens of ms) only pays off on large images.
-      hasher =
-        (info.size ?? Number.POSITIVE_INFINITY) >= WORKER_HASH_MIN_BYTES
-          ? new WorkerBlockHasher(expected.algorithm, ring)
-          : new InlineBlockHasher(expected.algorithm, ring);
+    if (expected !== null) hasher = hasherFor(expected, info.size, ring);
+    let offset = 0;
+    if (resume !== undefined && expected !== null && hasher !== null) {
+      const key = { imageId, size: info.size, algorithm: expected.algorithm, digest: expected.value };
+      ({ offset, hasher } = await resumeKept(resume, key, hasher, ring, () => hasherFor(expected, info.size, ring), signal));
+      checkpoints = new Checkpointer(resume, hasher, offset);
+      state.flushed = offset;
     }
     throwIfAborted(signal, 'Download', imageId);
-    reader = await openImageReader(request.source, imageId, passVouch(request, imageId, { signal }));
-    const bytes = await pump(reader, hasher, ring, request, limit);
+    state.fromSource = true;
+    reader = await openImageReader(request.source, imageId, passVouch(request, imageId, { signal, offset }));
+    state.fromSource = false;
+    const bytes = await pump(reader, hasher, ring, request, limit, state, checkpoints);
+    await checkpoints?.settle();
     const hashed = hasher;
-    const verified = await verifyAndPublish(
+    const result = await verifyAndPublish(
       // The hash ran beside the writes: a digest is expected exactly when there is a hasher.
       { bytes, digest: () => (hashed as BlockHasher).digest(), publish: () => sink.commit() },
       { imageId, size: info.size, digest: expected },
       { signal, operation: 'Download' },
     );
-    return { ...verified, bytesFrom: bytesFromOf(reader, bytes) };
+    // The kept prefix was fetched by an earlier call: only what came over the wire now counts.
+    const bytesFrom = bytesFromOf(reader, bytes - offset);
+    return offset > 0 ? { ...result, bytesFrom, resumedFromBytes: offset } : { ...result, bytesFrom };
   } catch (err) {
     reader?.destroy();
-    await sink.discard();
+    await checkpoints?.settle();
+    const kept =
+      resume !== undefined &&
+      checkpoints !== undefined &&
+      keepsStaging(err, signal, state.fromSource) &&
+      (await resume.keep(await finalPoint(hasher, state.flushed, state.clean)).catch(() => false));
+    if (!kept) await sink.discard();
     if (signal?.aborted === true && !isImageCacheError(err)) throw new AbortedError('Download', imageId, signal.reason);
     throw err;
   } finally {
@@ -130,6 +170,8 @@ async function pump(
   ring: BlockRing,
   request: DownloadRequest,
   limit: number,
+  state: PumpState,
+  checkpoints: Checkpointer | undefined,
 ): Promise<number> {
   const { imageId, info, sink, signal, onProgress } = request;
   const throttle = new Throttle(request.bytesPerSecond ?? Number.POSITIVE_INFINITY);
@@ -137,8 +179,8 @@ async function pump(
   let writes: Promise<void> = Promise.resolve();
   let current = 0;
   let fill = 0;
-  let total = 0;
-  let flushed = 0;
+  // A resumed download starts after the kept prefix.
+  let total = state.flushed;
 
   const flush = async (): Promise<void> => {
     if (fill === 0) return;
@@ -149,27 +191,37 @@ async function pump(
     const done = Promise.all([hasher?.update(index, fill), writes]);
     done.catch(() => undefined);
     busy[index] = done;
-    flushed += fill;
+    state.flushed += fill;
     fill = 0;
+    checkpoints?.afterBlock(state.flushed, writes);
     current = (current + 1) % ring.blocks.length;
     await busy[current];
-    onProgress?.({ imageId, bytesDone: flushed, totalBytes: info.size });
+    onProgress?.({ imageId, bytesDone: state.flushed, totalBytes: info.size });
   };
 
-  for (;;) {
-    const room = ring.blockSize - fill;
-    const block = ring.blocks[current] as Buffer;
-    const n = await reader.read(block.subarray(fill, fill + (throttle.enabled ? Math.min(room, THROTTLED_READ_BYTES) : room)));
-    if (n === 0) break;
-    throwIfAborted(signal, 'Download', imageId);
-    total += n;
-    if (total > limit) throw new ImageTooLargeError(imageId, total, limit);
-    if (info.size !== null && total > info.size) throw new SizeMismatchError(imageId, info.size, total);
-    fill += n;
-    if (fill === ring.blockSize) await flush();
-    await throttle.consume(n, signal);
+  try {
+    for (;;) {
+      const room = ring.blockSize - fill;
+      const block = ring.blocks[current] as Buffer;
+      state.fromSource = true;
+      const n = await reader.read(block.subarray(fill, fill + (throttle.enabled ? Math.min(room, THROTTLED_READ_BYTES) : room)));
+      state.fromSource = false;
+      if (n === 0) break;
+      throwIfAborted(signal, 'Download', imageId);
+      total += n;
+      if (total > limit) throw new ImageTooLargeError(imageId, total, limit);
+      if (info.size !== null && total > info.size) throw new SizeMismatchError(imageId, info.size, total);
+      fill += n;
+      if (fill === ring.blockSize) await flush();
+      await throttle.consume(n, signal);
+    }
+    await flush();
+    await Promise.all(busy);
+  } catch (err) {
+    // What a kept staging records must be on disk and in the hash: let the blocks in flight land.
+    const settled = await Promise.allSettled([...busy, writes]);
+    state.clean = settled.every((outcome) => outcome.status === 'fulfilled');
+    throw err;
   }
-  await flush();
-  await Promise.all(busy);
   return total;
 }

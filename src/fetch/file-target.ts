@@ -21,6 +21,12 @@ export async function isRegularFile(file: string, mfs: MetadataFs = syncMetadata
   return (await mfs.statIfAny(file))?.isFile() ?? false;
 }
 
+/** Options of {@link fileFetchTarget}. */
+export interface FileFetchTargetOptions {
+  /** Keep interrupted downloads' staging files and resume them. Default true. */
+  readonly resume?: boolean | undefined;
+}
+
 /**
  * The target publishing `imageId` at `finalPath`; its name (and lock name) is the file's base
  * name, as Nova's lock `nova-<basename>` is.
@@ -33,8 +39,16 @@ export async function isRegularFile(file: string, mfs: MetadataFs = syncMetadata
  *
  * The existence check (on the cached-spawn path) goes through `mfs`, the cache directory's
  * {@link MetadataFs} (default synchronous).
+ *
+ * With `resume` (default true) an interrupted download keeps its staging file for the next one to
+ * resume (see fetch/resume.ts).
  */
-export function fileFetchTarget(imageId: string, finalPath: string, mfs: MetadataFs = syncMetadataFs): FetchTarget {
+export function fileFetchTarget(
+  imageId: string,
+  finalPath: string,
+  mfs: MetadataFs = syncMetadataFs,
+  options: FileFetchTargetOptions = {},
+): FetchTarget {
   return {
     name: path.basename(finalPath),
     exists: async () => {
@@ -52,7 +66,7 @@ export function fileFetchTarget(imageId: string, finalPath: string, mfs: Metadat
     },
     createSink: async () => {
       try {
-        return await FileStagingSink.create(finalPath, imageId);
+        return await FileStagingSink.create(finalPath, imageId, { resumable: options.resume ?? true });
       } catch (err) {
         throw unusableDirectory(path.dirname(finalPath), 'the cache directory', err) ?? err;
       }

@@ -130,6 +130,11 @@ export interface EnsureResult {
   readonly algorithm: string | null;
   /** The verified digest, null for `existing` or when none was published. */
   readonly digest: string | null;
+  /**
+   * Bytes of the image an interrupted earlier download had kept and this one resumed from (not
+   * fetched again: `bytes` minus this is what came over the wire); 0 when it started from zero.
+   */
+  readonly resumedFromBytes: number;
   /** Time from the call to the outcome, ms. */
   readonly durationMs: number;
   /** Where the downloaded bytes came from, per origin (empty for `existing` and a local fill). */
@@ -227,7 +232,7 @@ export class ImageFetcher {
         if (await target.exists()) {
           await options.onExisting?.();
           log('image %s already cached as %s', imageId, target.name);
-          return { status: 'existing', bytes: 0, algorithm: null, digest: null, bytesFrom: [] };
+          return { status: 'existing', bytes: 0, algorithm: null, digest: null, bytesFrom: [], resumedFromBytes: 0 };
         }
         const source = options.source ?? this.source;
         const info = await source.describe(imageId, vouchFor(imageId, { signal }));
@@ -259,21 +264,32 @@ export class ImageFetcher {
             }
           }
         };
-        const result =
-          (await options.fillLocally?.(info, { signal, downloadFrom })) ??
-          (await raceAbort(
-            this.#limit(async () => {
-              throwIfAborted(signal, 'Download', imageId);
-              log('downloading image %s (%s bytes) into %s', imageId, info.size ?? '?', target.name);
-              return downloadFrom(source);
-            }),
-            signal,
-            'Download',
-            imageId,
-          ));
+        let running: Promise<DownloadResult> | undefined;
+        let result: DownloadResult;
+        try {
+          result =
+            (await options.fillLocally?.(info, { signal, downloadFrom })) ??
+            (await raceAbort(
+              this.#limit(async () => {
+                throwIfAborted(signal, 'Download', imageId);
+                log('downloading image %s (%s bytes) into %s', imageId, info.size ?? '?', target.name);
+                running = downloadFrom(source);
+                return running;
+              }),
+              signal,
+              'Download',
+              imageId,
+            ));
+        } catch (err) {
+          // The lock stays held until the aborted download has kept or discarded its staging, so
+          // the next holder never adopts a staging file that is still being written.
+          await running?.catch(() => undefined);
+          throw err;
+        }
         await options.afterDownload?.(info);
-        log('cached image %s as %s: %d bytes, %s %s', imageId, target.name, result.bytes, result.algorithm, result.digest);
-        return { status: 'cached', ...result };
+        const { resumedFromBytes = 0, ...verified } = result;
+        log('cached image %s as %s: %d bytes (%d kept from an interrupted download), %s %s', imageId, target.name, result.bytes, resumedFromBytes, result.algorithm, result.digest);
+        return { status: 'cached', ...verified, resumedFromBytes };
       },
       { signal, imageId },
     );

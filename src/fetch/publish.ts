@@ -25,6 +25,11 @@ export interface DownloadResult {
    * local fill (a link or a read of a local copy).
    */
   readonly bytesFrom: readonly BytesFrom[];
+  /**
+   * Bytes an interrupted earlier download had kept (re-hashed, not fetched again) when this one
+   * resumed it; absent when it started from zero.
+   */
+  readonly resumedFromBytes?: number | undefined;
 }
 
 /** What the staged bytes must be: the image service's size and digest. */

@@ -11,7 +11,6 @@
  *
  * @module
  */
-import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -19,54 +18,19 @@ import path from 'node:path';
 import { DiskFullError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { makeDirectory, publishFile } from './durable.js';
+import { stagingPathFor } from './staging-names.js';
+import { findKeptStaging, removeStagingFiles } from './kept-staging.js';
+import type { KeptStaging } from './kept-staging.js';
+import { removeResumeFiles, writeResumeRecord } from './resume-sidecar.js';
+import type { ResumeKey, ResumePoint } from './resume-sidecar.js';
 
 // Kept importable from here, where it lived before the durable publish had a module of its own.
 export { fsyncDirectory } from './durable.js';
 
 const log = createLogger('fetch');
 
-/** Suffix of this library's staging files. */
-export const STAGING_SUFFIX = '.staging';
-
 /** Mode of the cache files we create: readable by the hypervisor's user, writable only by us. */
 export const CACHE_FILE_MODE = 0o644;
-
-/**
- * True for names of staging files: ours (`*.staging`) and Nova's leftovers (`*.part`,
- * `*.converted`), which Nova itself never cleans (docs/nova-parity.md, gap D).
- */
-export function isStagingName(name: string): boolean {
-  return STAGING_NAME.test(name);
-}
-
-/** Names {@link isStagingName} accepts. */
-export const STAGING_NAME = /(\.staging|\.part|\.converted)$/;
-
-/** Names {@link isOwnStagingName} accepts. */
-export const OWN_STAGING_NAME = /\.\d+-[0-9a-f]{8}\.staging$/;
-
-/**
- * The name a staging file would be published as: `<final>` for our `<final>.<pid>-<random>.staging`
- * and for Nova's `<final>.part` / `<final>.converted`; null for any other name.
- */
-export function stagingFinalName(name: string): string | null {
-  const ours = /^(.+)\.\d+-[^.]+\.staging$/.exec(name);
-  if (ours !== null) return ours[1] ?? null;
-  for (const suffix of ['.part', '.converted']) {
-    if (name.endsWith(suffix) && name.length > suffix.length) return name.slice(0, -suffix.length);
-  }
-  return null;
-}
-
-/** A fresh staging path beside `finalPath`: `<final>.<pid>-<random>.staging`. */
-export function stagingPathFor(finalPath: string): string {
-  return `${finalPath}.${process.pid}-${randomBytes(4).toString('hex')}${STAGING_SUFFIX}`;
-}
-
-/** True for names {@link stagingPathFor} makes (and only those: not Nova's `.part` files). */
-export function isOwnStagingName(name: string): boolean {
-  return OWN_STAGING_NAME.test(name);
-}
 
 /** Where downloaded bytes go until they are published under the final name. */
 export interface StagingSink {
@@ -76,6 +40,42 @@ export interface StagingSink {
   commit(): Promise<void>;
   /** Drops everything written; nothing remains. Safe to call after a failed commit. */
   discard(): Promise<void>;
+  /**
+   * Present when the sink can keep its bytes for a later download of the same image to resume
+   * (the file staging sink of a file cache); a sink without it always starts from zero.
+   */
+  readonly resume?: StagingResume | undefined;
+}
+
+/**
+ * How a download keeps and adopts staged bytes across failures and restarts (see
+ * fetch/resume.ts for the whole story).
+ */
+export interface StagingResume {
+  /**
+   * The best staging kept for this sink's image by an earlier download that fits `key`, or null;
+   * the other leftovers of the image are removed. Remembers `key` for the checkpoints. Call it
+   * under the image's lock, before the first write.
+   */
+  findKept(key: ResumeKey): Promise<KeptStaging | null>;
+  /**
+   * Continues `kept` (whose prefix the caller re-hashed): the sink's own empty file is dropped,
+   * `kept` is cut to its verified bytes and the next write lands right after them.
+   */
+  adopt(kept: KeptStaging): Promise<void>;
+  /** Removes `kept` (its prefix did not verify). */
+  drop(kept: KeptStaging): Promise<void>;
+  /**
+   * Records that the first `point.bytes` bytes are written and hash to `point.prefixDigest`:
+   * makes them durable, then writes the sidecar. Runs beside further writes.
+   */
+  checkpoint(point: ResumePoint): Promise<void>;
+  /**
+   * Closes the staging file but keeps it for a later download: with `point`, the sidecar records
+   * it first (the bytes made durable); without, the last checkpoint stands. When no sidecar could
+   * be written at all the staging is discarded instead. Resolves true when it was kept.
+   */
+  keep(point: ResumePoint | null): Promise<boolean>;
 }
 
 /** Maps ENOSPC/EDQUOT to {@link DiskFullError}; other errors pass through. */
@@ -105,6 +105,11 @@ export interface FileStagingSinkOptions {
    * cache. Default true.
    */
   readonly directIo?: boolean | undefined;
+  /**
+   * Offer {@link StagingSink.resume}: keep the staging file with a sidecar when a download is
+   * interrupted, and adopt a kept one. Default false.
+   */
+  readonly resumable?: boolean | undefined;
 }
 
 /** Opens `file` for `O_DIRECT` writes; undefined where that is not possible here. */
@@ -126,9 +131,9 @@ async function openDirect(file: string): Promise<FileHandle | undefined> {
 export class FileStagingSink implements StagingSink {
   /** The final path the image is published under. */
   readonly finalPath: string;
-  /** The staging path the bytes are written to first. */
-  readonly stagingPath: string;
+  #stagingPath: string;
   readonly #imageId: string | undefined;
+  readonly #options: FileStagingSinkOptions;
   /** The descriptor that created the file: unaligned writes, the syncs. */
   #handle: FileHandle | undefined;
   /** An `O_DIRECT` descriptor of the same file, while aligned writes go through it. */
@@ -138,16 +143,31 @@ export class FileStagingSink implements StagingSink {
   #done = false;
   #unsynced = 0;
   #syncing: Promise<void> | undefined;
+  /** The image the staged bytes are, once a resuming download said (see {@link StagingResume.findKept}). */
+  #key: ResumeKey | undefined;
+  /** True once a sidecar for the current staging file exists (written or adopted). */
+  #recorded = false;
+  /** The sidecar writes, in order: a late one must never replace a newer one. */
+  #sidecarWrites: Promise<void> = Promise.resolve();
+  /** {@inheritDoc StagingSink.resume} */
+  readonly resume: StagingResume | undefined;
 
-  private constructor(finalPath: string, imageId: string | undefined) {
+  private constructor(finalPath: string, imageId: string | undefined, options: FileStagingSinkOptions) {
     this.finalPath = finalPath;
-    this.stagingPath = stagingPathFor(finalPath);
+    this.#stagingPath = stagingPathFor(finalPath);
     this.#imageId = imageId;
+    this.#options = options;
+    this.resume = options.resumable === true ? this.#resumeApi() : undefined;
+  }
+
+  /** The staging path the bytes are written to first (a kept one once adopted). */
+  get stagingPath(): string {
+    return this.#stagingPath;
   }
 
   /** Creates the staging file (exclusive, mode {@link CACHE_FILE_MODE}). */
   static async create(finalPath: string, imageId?: string, options: FileStagingSinkOptions = {}): Promise<FileStagingSink> {
-    const sink = new FileStagingSink(finalPath, imageId);
+    const sink = new FileStagingSink(finalPath, imageId, options);
     const dir = path.dirname(finalPath);
     try {
       // A base is always durable: a new cache directory's own entry is made durable too.
@@ -234,6 +254,7 @@ export class FileStagingSink implements StagingSink {
   async commit(): Promise<void> {
     const handle = this.#requireHandle();
     try {
+      await this.#sidecarWrites;
       await this.#syncing;
       await this.#closeDirect();
       // fsync is per file, whichever descriptor: it covers the O_DIRECT blocks' metadata too.
@@ -247,19 +268,98 @@ export class FileStagingSink implements StagingSink {
     await handle.close().catch((err: unknown) => {
       log('closing %s after publishing it failed: %O', this.stagingPath, err);
     });
+    // The staging name is gone: its sidecar would only be an orphan (removed later if this fails).
+    if (this.#recorded) await removeResumeFiles(this.stagingPath);
   }
 
   /** {@inheritDoc StagingSink.discard} */
   async discard(): Promise<void> {
+    await this.#close();
+    if (this.#done) return;
+    if (this.resume !== undefined) await removeStagingFiles(this.stagingPath);
+    else {
+      await unlink(this.stagingPath).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      });
+    }
+  }
+
+  /** Closes both descriptors once what runs on them settled; errors are dropped (the bytes go or stay as they are). */
+  async #close(): Promise<void> {
     const handle = this.#handle;
     this.#handle = undefined;
+    await this.#sidecarWrites;
     await this.#syncing?.catch(() => undefined);
     await this.#closeDirect().catch(() => undefined);
     await handle?.close().catch(() => undefined);
-    if (this.#done) return;
-    await unlink(this.stagingPath).catch((err: unknown) => {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+
+  #resumeApi(): StagingResume {
+    return {
+      findKept: (key) => {
+        this.#key = key;
+        return findKeptStaging(this.finalPath, key, this.stagingPath);
+      },
+      adopt: (kept) => this.#adopt(kept),
+      drop: (kept) => removeStagingFiles(kept.path),
+      checkpoint: (point) => this.#record(point),
+      keep: (point) => this.#keep(point),
+    };
+  }
+
+  async #adopt(kept: KeptStaging): Promise<void> {
+    const own = this.stagingPath;
+    await this.#close();
+    await unlink(own).catch(() => undefined);
+    this.#stagingPath = kept.path;
+    this.#recorded = true;
+    try {
+      const handle = await open(kept.path, constants.O_RDWR | constants.O_NOFOLLOW);
+      this.#handle = handle;
+      // Checked again on the descriptor: the name may have been swapped since it was looked at.
+      const stats = await handle.stat();
+      if (!stats.isFile() || stats.nlink !== 1) throw new Error(`${kept.path} is no longer a regular file of its own`);
+      // Bytes past the verified prefix are unverified: cut them off.
+      await handle.truncate(kept.bytes);
+      this.#position = kept.bytes;
+      this.#unsynced = 0;
+    } catch (err) {
+      throw mapWriteError(err, this.#imageId, path.dirname(this.finalPath));
+    }
+    if (this.#options.directIo !== false) this.#direct = await openDirect(kept.path);
+    log('adopted %s: %d bytes kept', kept.path, kept.bytes);
+  }
+
+  /** Makes the first `point.bytes` durable, then records them in the sidecar (in order with other records). */
+  #record(point: ResumePoint): Promise<void> {
+    const key = this.#key;
+    const handle = this.#handle;
+    if (key === undefined || handle === undefined) return Promise.resolve();
+    const write = this.#sidecarWrites.then(async () => {
+      const started = performance.now();
+      // fdatasync covers the O_DIRECT blocks' allocation too: the counted bytes are on disk.
+      await handle.datasync();
+      const synced = performance.now();
+      await writeResumeRecord(this.stagingPath, { ...key, ...point });
+      this.#recorded = true;
+      log('checkpoint of %s: %d bytes (fdatasync %d ms, sidecar %d ms)', this.stagingPath, point.bytes, Math.round(synced - started), Math.round(performance.now() - synced));
     });
+    // A failed record keeps the previous one, still true of a shorter prefix.
+    this.#sidecarWrites = write.catch((err: unknown) => {
+      log('could not record %d bytes of %s for resume: %O', point.bytes, this.stagingPath, err);
+    });
+    return this.#sidecarWrites;
+  }
+
+  async #keep(point: ResumePoint | null): Promise<boolean> {
+    if (point !== null) await this.#record(point);
+    await this.#close();
+    if (!this.#recorded) {
+      await removeStagingFiles(this.stagingPath);
+      return false;
+    }
+    log('kept %s for resume', this.stagingPath);
+    return true;
   }
 
   async #closeDirect(): Promise<void> {

@@ -32,7 +32,9 @@ export class DownloadingHandler implements TemplateImageHandler {
    * Removes every staging leftover whose lock is free. A download holds its image's lock from the
    * first byte to the publish, so a free lock means the writer died (a crash, SIGKILL); this holds
    * across processes and hosts sharing the lock directory. Leftovers of unknown origin (no lock
-   * name) are left to the periodic pass's age rule. The sweep is the manager's one staging sweep.
+   * name) are left to the periodic pass's age rule, and so is a staging file an interrupted
+   * download kept for resume (with its sidecar) until it is older than `staleStagingAgeSeconds`:
+   * the next download of its image continues it. The sweep is the manager's one staging sweep.
    */
   async init(options: TemplateInitOptions = {}): Promise<TemplateInitReport> {
     const swept = await this.context.sweepStaging(options);

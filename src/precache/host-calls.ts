@@ -11,7 +11,7 @@ import type { ImageCacheError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { DeadlineGroup } from './deadline-group.js';
 import type { HostClient } from './host-client.js';
-import { answeredOutcome, deferredOutcome, failedOutcome } from './outcomes.js';
+import { answeredOutcome, unfinishedOutcome } from './outcomes.js';
 import type { FanOutPlan, HostCall } from './sites.js';
 import type { PrecacheHostOutcome } from './summary.js';
 
@@ -71,9 +71,9 @@ export class HostCalls {
       const seed = this.#seeds.has(host.name);
       const durationMs = this.#spent.get(host.name) ?? 0;
       if (signal?.aborted === true) {
-        complete(failedOutcome(place, imageIds, new AbortedError(`Pre-caching on host ${host.name}`, undefined, signal.reason), durationMs, seed));
+        complete(unfinishedOutcome('failed', place, imageIds, new AbortedError(`Pre-caching on host ${host.name}`, undefined, signal.reason), durationMs, seed));
       } else {
-        complete(deferredOutcome(place, imageIds, new PrecacheWindowClosedError(lastWindowEnd, host.name), durationMs, seed));
+        complete(unfinishedOutcome('deferred', place, imageIds, new PrecacheWindowClosedError(lastWindowEnd, host.name), durationMs, seed));
       }
     }
   }
@@ -113,7 +113,7 @@ export class HostCalls {
         return;
       } else error = toHostError(thrown, host.name);
       log('pre-caching on host %s failed: %s', host.name, error.message);
-      const outcome = failedOutcome(place, imageIds, error, elapsed(), call.seed);
+      const outcome = unfinishedOutcome('failed', place, imageIds, error, elapsed(), call.seed);
       plan.finish(call, outcome);
       complete(outcome);
     } finally {

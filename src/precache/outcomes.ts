@@ -30,26 +30,21 @@ export function skippedOutcome(place: HostPlace, imageIds: readonly string[]): P
   return { ...place, seed: false, status: 'skipped', images: allImages(imageIds, 'skipped', null), bytesFrom: [], error: null, durationMs: 0 };
 }
 
-/** The outcome of a host whose call failed: every image is an `error` carrying the host's error. */
-export function failedOutcome(
+/**
+ * The outcome of a host that did not finish: `failed` (its call failed; every image is an `error`
+ * carrying the host's error) or `deferred` (no window was left for it: paused at a window's end,
+ * or never asked; every image is `deferred`).
+ */
+export function unfinishedOutcome(
+  status: 'failed' | 'deferred',
   place: HostPlace,
   imageIds: readonly string[],
   error: ImageCacheError,
   durationMs: number,
   seed = false,
 ): PrecacheHostOutcome {
-  return { ...place, seed, status: 'failed', images: allImages(imageIds, 'error', error), bytesFrom: [], error, durationMs };
-}
-
-/** The outcome of a host no window was left for (paused at a window's end, or never asked). */
-export function deferredOutcome(
-  place: HostPlace,
-  imageIds: readonly string[],
-  error: ImageCacheError,
-  durationMs: number,
-  seed = false,
-): PrecacheHostOutcome {
-  return { ...place, seed, status: 'deferred', images: allImages(imageIds, 'deferred', error), bytesFrom: [], error, durationMs };
+  const images = allImages(imageIds, status === 'failed' ? 'error' : 'deferred', error);
+  return { ...place, seed, status, images, bytesFrom: [], error, durationMs };
 }
 
 /**
@@ -69,7 +64,7 @@ export function answeredOutcome(
       place.host,
       `it answered for images [${answered.join(', ')}] instead of [${imageIds.join(', ')}]`,
     );
-    return failedOutcome(place, imageIds, error, durationMs, seed);
+    return unfinishedOutcome('failed', place, imageIds, error, durationMs, seed);
   }
   const images = report.images.map((image) => ({ ...image, bytesFrom: bytesFromOf(image) }));
   return { ...place, seed, status: 'done', images, bytesFrom: sumBytesFrom(images.map((image) => image.bytesFrom)), error: null, durationMs };

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcessByStdio } from 'node:child_process';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Readable } from 'node:stream';
@@ -140,7 +140,7 @@ describe('virt-imagecache CLI', () => {
     assert.equal((JSON.parse(run.stdout) as { error: { code: string } }).error.code, 'ERR_IMAGE_NOT_FOUND');
   });
 
-  it('SIGINT mid-download exits 130 and leaves nothing under the final name', async () => {
+  it('SIGINT mid-download exits 130, leaves nothing under the final name, and the next fetch resumes the kept staging', async () => {
     let killed = false;
     const run = await cli(['fetch', BIG, '--instances-path', dir, '--glance', glance.url], {
       onStderr: (text, kill) => {
@@ -152,8 +152,20 @@ describe('virt-imagecache CLI', () => {
     });
     assert.ok(killed, 'no progress was printed before the download finished');
     assert.equal(run.code, 130, run.stderr);
-    const files = await readdir(path.join(dir, '_base'));
-    assert.deepEqual(files.filter((name) => name.startsWith(cacheFileName(BIG))), []);
+    const files = (await readdir(path.join(dir, '_base'))).filter((name) => name.startsWith(cacheFileName(BIG))).sort();
+    assert.ok(!files.includes(cacheFileName(BIG)), 'nothing under the final name');
+    // The interrupted download kept its staging file (with its resume sidecar) when it had
+    // written a whole block: nothing else is left.
+    if (files.length > 0) {
+      assert.equal(files.length, 2, files.join(', '));
+      assert.equal(files[1], `${files[0] ?? ''}.resume`);
+    }
+    const again = await cli(['fetch', BIG, '--instances-path', dir, '--glance', glance.url]);
+    assert.equal(again.code, 0, again.stderr);
+    const left = (await readdir(path.join(dir, '_base'))).filter((name) => name.startsWith(cacheFileName(BIG)));
+    assert.deepEqual(left, [cacheFileName(BIG)]);
+    // The tests after this one see the cache as it was before it.
+    await unlink(path.join(dir, '_base', cacheFileName(BIG)));
   });
 
   it('status lists entries (JSON for scripts); prune refuses without the instances and dry-runs with them', async () => {

@@ -8,6 +8,7 @@ import { LockManager, fileFetchTarget } from '../../src/backend-kit/index.js';
 import { ImageFetcher } from '../../src/fetch/image-fetcher.js';
 import type { DownloadProgress, FetchTarget, ImageSource } from '../../src/index.js';
 import type { EnsureResult } from '../../src/fetch/image-fetcher.js';
+import { isStagingName } from '../../src/fetch/staging-names.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import { startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';
@@ -179,7 +180,7 @@ describe('the fetch pipeline', () => {
     await exited;
     const leftovers = await listDir(cacheDir);
     assert.ok(!leftovers.includes(IMAGE), 'no final-name file after the kill');
-    assert.ok(leftovers.every((name) => name.endsWith('.staging')), `only staging files: ${leftovers.join(', ')}`);
+    assert.ok(leftovers.every(isStagingName), `only staging files (and resume sidecars): ${leftovers.join(', ')}`);
     assert.equal((await listDir(lockDir)).length, 1, 'the dead process still holds its lock');
     // The dead holder's lock goes stale after 2 s and is taken over.
     const result = await fetcher().ensure(IMAGE, target());
@@ -206,18 +207,23 @@ describe('the fetch pipeline', () => {
     assert.deepEqual(await listDir(cacheDir), []);
   });
 
-  it('aborting mid-download rejects with ERR_ABORTED and leaves nothing', async () => {
+  it('aborting mid-download rejects with ERR_ABORTED, publishes nothing, and keeps the staging with its sidecar for a resume', async () => {
     const controller = new AbortController();
-    const pending = fetcher({ bytesPerSecond: 1024 * 1024 }).ensure(IMAGE, target(), {
+    const f = fetcher({ bytesPerSecond: 1024 * 1024 });
+    const pending = f.ensure(IMAGE, target(), {
       signal: controller.signal,
       onProgress: () => {
         controller.abort();
       },
     });
     await assert.rejects(pending, (err) => code(err) === 'ERR_ABORTED');
-    // The shared download is aborted once its only caller left; give it a moment to clean up.
-    for (let i = 0; i < 50 && (await listDir(cacheDir)).length > 0; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.deepEqual(await listDir(cacheDir), []);
+    // The shared download is aborted once its only caller left; give it a moment to keep its staging.
+    for (let i = 0; i < 250 && f.activeDownloads > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const left = await listDir(cacheDir);
+    assert.ok(!left.includes(IMAGE), 'nothing under the final name');
+    assert.equal(left.length, 2, left.join(', '));
+    assert.match(left[0] ?? '', new RegExp(`^${IMAGE}\\.\\d+-[0-9a-f]{8}\\.staging$`));
+    assert.equal(left[1], `${left[0]}.resume`, 'the staging and its sidecar are kept for the next download (test/fetch/resume.test.ts)');
   });
 
   it('one caller aborting does not abort the download the others still wait for', async () => {

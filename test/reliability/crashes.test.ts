@@ -7,7 +7,8 @@
 //   - the next call (the same download, the same disk, the next pass) succeeds, taking over the
 //     dead process's lock once it is stale;
 //   - once a pass has run, no staging file, registry temp file or lock directory is left.
-// The three kinds run side by side, each in its own instances path.
+// The three kinds run side by side, each in its own instances path. Kills of large downloads the
+// next process resumes: resume-crashes.test.ts, with the same harness (crash-lanes.ts).
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
@@ -21,9 +22,7 @@ import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import { ManualClock } from '../../src/testing/manual-clock.js';
 import { generatedImageBytes, startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';
-import { startIpcChild } from '../helpers/child.js';
-import type { IpcChild } from '../helpers/child.js';
-import type { CrashWork } from '../helpers/crash-worker.js';
+import { WorkerLane, killDuring } from './crash-lanes.js';
 import { findQemuImg, qemuImgCheck } from '../helpers/qemu.js';
 import { listDir, makeTempDir, seededBytes } from '../helpers/tmp.js';
 import {
@@ -44,56 +43,6 @@ const DAY = 86400;
 const LANE_TIMEOUT_MS = 400_000;
 /** Every manager and worker here uses the smallest staleness proper-lockfile allows. */
 const LOCK_STALE_MS = 2000;
-
-/** Starts crash workers one ahead, so a round never waits for a worker to load. */
-class WorkerLane {
-  readonly #args: unknown;
-  #spare: IpcChild;
-
-  constructor(args: unknown) {
-    this.#args = args;
-    this.#spare = startIpcChild('crash-worker.ts', args);
-  }
-
-  take(): IpcChild {
-    const worker = this.#spare;
-    this.#spare = startIpcChild('crash-worker.ts', this.#args);
-    return worker;
-  }
-
-  async close(): Promise<void> {
-    this.#spare.process.kill('SIGKILL');
-    await this.#spare.exited;
-  }
-}
-
-interface KillOutcome {
-  /** The work had finished before the kill landed. */
-  readonly finished: boolean;
-  /** The work's result, when it finished. */
-  readonly value: unknown;
-  readonly stdout: string;
-}
-
-/** Starts `work` in `worker` and SIGKILLs it `delayMs` later. An error reply before the kill fails the test. */
-async function killDuring(worker: IpcChild, work: CrashWork, delayMs: number): Promise<KillOutcome> {
-  await worker.ready;
-  let finished = false;
-  let value: unknown;
-  let failure: string | undefined;
-  const reply = worker.request(work).then((r) => {
-    if (r.ok) {
-      finished = true;
-      value = r.value;
-    } else if (r.code !== 'WORKER_DIED') failure = `${r.code ?? ''} ${r.message}`;
-  });
-  await new Promise((resolve) => setTimeout(resolve, delayMs));
-  worker.process.kill('SIGKILL');
-  await worker.exited;
-  await reply;
-  assert.equal(failure, undefined, `the work failed before the kill: ${failure ?? ''}`);
-  return { finished, value, stdout: worker.stdout() };
-}
 
 /** The units started but not finished, from the worker's START/DONE lines. */
 function inProgress(stdout: string): string[][] {
@@ -352,6 +301,7 @@ describe('crashes: SIGKILL at random points', { concurrency: 3 }, () => {
       }
     });
   });
+
 });
 
 /** Waits until every lock directory left is older than the lock staleness (2 s): its holder is dead. */

@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { LibvirtFileImageManager } from '../../src/backends/libvirt-file/libvirt-file-manager.js';
 import { cacheFileName } from '../../src/backends/libvirt-file/naming.js';
 import { isImageCacheError } from '../../src/errors.js';
-import { isStagingName } from '../../src/fetch/staging.js';
+import { isStagingName } from '../../src/fetch/staging-names.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import { startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';

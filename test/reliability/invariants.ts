@@ -7,7 +7,7 @@ import { lstat, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { FINGERPRINT_LENGTH, cacheFileName } from '../../src/backends/libvirt-file/naming.js';
 import { readBackingFile } from '../../src/disk/qcow2-header.js';
-import { isStagingName } from '../../src/fetch/staging.js';
+import { isStagingName } from '../../src/fetch/staging-names.js';
 import { listDir } from '../helpers/tmp.js';
 
 /** What a complete base of an image must be. */

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { FIRST_READ_BYTES } from '../../disk/qcow2-format.js';
 import { inspectDiskImageHead, readBackingFile } from '../../disk/qcow2-header.js';
 import { UnusablePathError } from '../../errors.js';
-import { OWN_STAGING_NAME, STAGING_NAME } from '../../fetch/staging.js';
+import { OWN_STAGING_NAME, STAGING_NAME } from '../../fetch/staging-names.js';
 import type { MetadataFs } from '../../fs/metadata-fs.js';
 import { isMovedAside } from '../../regular-file.js';
 import { headBytes, readInstanceDirectories, readInstanceDirectoriesOnWorker } from './instance-dir-reader.js';

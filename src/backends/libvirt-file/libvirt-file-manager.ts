@@ -15,6 +15,8 @@ import type { BaseImageScan, CacheEntry } from '../../cache-entry.js';
 import { DiskFullError, InvalidConfigError } from '../../errors.js';
 import { fileFetchTarget } from '../../fetch/file-target.js';
 import type { FetchTarget } from '../../fetch/image-fetcher.js';
+import { removeResumeFiles } from '../../fetch/resume-sidecar.js';
+import { isOwnStagingName } from '../../fetch/staging-names.js';
 import { assertValidImageId, checkImageId, vouchFor } from '../../image-id.js';
 import { metadataFsFor } from '../../fs/choose-metadata-fs.js';
 import type { MetadataFs } from '../../fs/metadata-fs.js';
@@ -230,7 +232,7 @@ export class LibvirtFileImageManager extends ImageManager<string> {
 
   /** {@inheritDoc CacheStoreBase.fetchTargetFor} */
   protected fetchTargetFor(imageId: string): FetchTarget {
-    return fileFetchTarget(imageId, this.#basePathOf(imageId), this.#metadataFs);
+    return fileFetchTarget(imageId, this.#basePathOf(imageId), this.#metadataFs, { resume: this.options.resumeDownloads });
   }
 
   /**
@@ -347,6 +349,8 @@ export class LibvirtFileImageManager extends ImageManager<string> {
   /** {@inheritDoc CacheStoreBase.removeStaging} */
   protected override async removeStaging(base: string, name: string): Promise<void> {
     await unlink(path.join(base, name));
+    // A kept download's resume sidecar goes with it.
+    if (isOwnStagingName(name)) await removeResumeFiles(path.join(base, name));
   }
 
   async #registerIfDue(): Promise<void> {

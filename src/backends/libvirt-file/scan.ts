@@ -8,7 +8,8 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { BaseImageScan, CacheEntry, StagingEntry } from '../../cache-entry.js';
-import { isStagingName, stagingFinalName } from '../../fetch/staging.js';
+import { RESUME_SIDECAR_SUFFIX } from '../../fetch/resume-sidecar.js';
+import { isStagingName, sidecarStagingName, stagingFinalName } from '../../fetch/staging-names.js';
 import { syncMetadataFs } from '../../fs/metadata-fs.js';
 import type { MetadataFs } from '../../fs/metadata-fs.js';
 import { classifyBaseFileName } from './naming.js';
@@ -24,10 +25,15 @@ export async function scanBaseDirectory(baseDir: string, mfs: MetadataFs = syncM
   const dirents = await readdir(baseDir, { withFileTypes: true });
   const entries: CacheEntry[] = [];
   const staging: StagingEntry[] = [];
+  const names = new Set(dirents.map((dirent) => dirent.name));
   let sinceYield = 0;
   for (const dirent of dirents) {
     if (!dirent.isFile()) continue;
     const { name } = dirent;
+    // A resume sidecar goes with its staging file (removed with it, keeping it resumable): only
+    // an orphan is a leftover of its own.
+    const sidecarOf = sidecarStagingName(name);
+    if (sidecarOf !== null && names.has(sidecarOf)) continue;
     // Leftovers: interrupted downloads, and the checksum `.info` files Nova stopped writing in
     // Newton and never cleans (docs/nova-parity.md, gap D). Both are removed once stale.
     const staged = isStagingName(name) || name.endsWith('.info');
@@ -44,7 +50,11 @@ export async function scanBaseDirectory(baseDir: string, mfs: MetadataFs = syncM
     if (kind === null) {
       // `.info` files have no writer; their lock is the base's, like a staging file's.
       const lockName = stagingFinalName(name) ?? (name.endsWith('.info') ? name.slice(0, -'.info'.length) : undefined);
-      staging.push({ name, lastModifiedMs: st.mtimeMs, lockName });
+      const sidecar = names.has(`${name}${RESUME_SIDECAR_SUFFIX}`) ? await mfs.lstatIfAny(path.join(baseDir, `${name}${RESUME_SIDECAR_SUFFIX}`)) : undefined;
+      if (sidecar?.isFile() === true) {
+        // Its age is its last sign of life: the last write or the last checkpoint.
+        staging.push({ name, lastModifiedMs: Math.max(st.mtimeMs, sidecar.mtimeMs), lockName, resumable: true });
+      } else staging.push({ name, lastModifiedMs: st.mtimeMs, lockName });
     }
     else entries.push({ name, kind, imageId: null, sizeBytes: st.blocks * 512, lastUsedMs: st.mtimeMs });
   }

@@ -13,7 +13,7 @@ import {
 } from '../../../src/backends/libvirt-file/instance-dir-reader.js';
 import type { ReadProgress, ReaderRules } from '../../../src/backends/libvirt-file/instance-dir-reader.js';
 import { encodeQcow2Overlay, writeQcow2Overlay } from '../../../src/disk/qcow2-overlay.js';
-import { OWN_STAGING_NAME, STAGING_NAME } from '../../../src/fetch/staging.js';
+import { OWN_STAGING_NAME, STAGING_NAME } from '../../../src/fetch/staging-names.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
