@@ -130,6 +130,21 @@ export function vanishesAt(bytes: Uint8Array, upTo: number): (request: IncomingM
   };
 }
 
+/** Serves `bytes` from the requested offset up to byte `upTo`, then nothing, keeping the connection open. */
+export function stallsAt(bytes: Uint8Array, upTo: number): (request: IncomingMessage, response: ServerResponse) => void {
+  return (request, response) => {
+    const start = answerHead(request, response, bytes.length);
+    response.write(bytes.subarray(start, Math.max(start, upTo)));
+  };
+}
+
+/** Answers 404, as an agent whose cache no longer holds the image (evicted since it answered). */
+export function notFound(request: IncomingMessage, response: ServerResponse): void {
+  request.resume();
+  response.writeHead(404, { 'Content-Type': 'application/json' });
+  response.end(JSON.stringify({ error: { name: 'PeerUnavailableError', code: 'ERR_PEER_UNAVAILABLE', message: 'not cached here' } }));
+}
+
 /** Asserts the host's cache holds `imageId` under its final name with exactly `bytes` (by SHA-256). */
 export async function assertVerified(host: EdgeHost, imageId: string, bytes: Uint8Array): Promise<void> {
   const file = await host.manager.cachedImageFile(imageId);

@@ -2,7 +2,8 @@
 // behind a real host agent on loopback, pre-cached through precacheImages + HttpHostClient. The
 // seed pulls from Glance, the others from their site's peers; a seed that fails hands over; a
 // peer serving wrong bytes is blamed and the host ends verified from another peer; a peer that
-// disappears mid-body is resumed at the byte reached, from the next peer or Glance. Every test
+// disappears mid-body is resumed at the byte reached, from the next peer or Glance; a peer without
+// the image (404) and a peer that stalls are left for the next peer. Every test
 // ends with each host's cached file checked (SHA-256 = the image's) and Glance's own byte counter
 // asserted exactly. (Restart-resume across processes: test/reliability/resume-crashes.test.ts.)
 import assert from 'node:assert/strict';
@@ -18,8 +19,10 @@ import {
   assertVerified,
   failingPrecache,
   hostileImageRoute,
+  notFound,
   originsOf,
   servesBytes,
+  stallsAt,
   startEdgeSite,
   vanishesAt,
 } from './edge-site-fixture.js';
@@ -33,6 +36,7 @@ const IMAGES = {
   seedFails: 'ed9e0001-0000-4000-8000-000000000002',
   liar: 'ed9e0001-0000-4000-8000-000000000003',
   vanishing: 'ed9e0001-0000-4000-8000-000000000004',
+  stalled: 'ed9e0001-0000-4000-8000-000000000005',
 };
 const BYTES = seededBytes(SIZE, 1616);
 /** The image with one byte changed near the end: same size, another digest. */
@@ -196,5 +200,49 @@ describe('an edge site pre-cached end to end (agents on loopback, HttpHostClient
     ]);
     for (const host of edge.hosts) await assertVerified(host, image, BYTES);
     assert.equal(glance.bytesServed(image), 2 * SIZE + (SIZE - CUT), "Glance: each seed's pull and exactly the remainder after s2's cut");
+  });
+
+  // Fails if a peer without the image or a stalled peer ends the host's download (e4 or `stuck`
+  // would be `error`), if a stall is not resumed at the byte reached (e1 would be asked from 0),
+  // or if either falls back to Glance (more than 1x SIZE). Slow by design: the agent's peer
+  // source leaves a silent peer after its default stall timeout (5 s).
+  it('a peer without the image (404) and a peer that stalls mid-body are left for the next peer; Glance served only the seed', async () => {
+    const image = IMAGES.stalled;
+    // One at a time: `evicted` and `stuck` cache from e1 for real, but `evicted`'s image route
+    // answers 404 and `stuck`'s stops sending at CUT. stuck gets [evicted, e1]; e4 gets [stuck, e1, evicted].
+    const log = captureLog('virt-imagecache:precache');
+    let summary: PrecacheSummary;
+    let edge: EdgeSite;
+    try {
+      ({ summary, edge } = await precache(
+        image,
+        { e1: 'real', evicted: hostileImageRoute(notFound), stuck: hostileImageRoute(stallsAt(BYTES, CUT)), e4: 'real' },
+        1,
+      ));
+    } finally {
+      log.restore();
+    }
+    // The stall is detected by the peer source's rate floor (its window and the stall timeout are
+    // both 5 s by default); the bytes of the read it cut are not delivered (the transport fills
+    // a whole ring block per read), so `stuck` is left at the last delivered byte, at most CUT.
+    const fromStuck = summary.hosts[3]?.bytesFrom.find((origin) => origin.from === 'peer:stuck')?.bytes ?? 0;
+    assert.ok(fromStuck <= CUT, `stuck delivered ${fromStuck} bytes`);
+    assert.deepEqual(hostRows(summary), [
+      ['e1', 'done', true, 'cached', { glance: SIZE }],
+      ['evicted', 'done', false, 'cached', { 'peer:e1': SIZE }],
+      ['stuck', 'done', false, 'cached', { 'peer:e1': SIZE }],
+      ['e4', 'done', false, 'cached', fromStuck === 0 ? { 'peer:e1': SIZE } : { 'peer:stuck': fromStuck, 'peer:e1': SIZE - fromStuck }],
+    ]);
+    const skipped = log.lines.filter((line) => line.includes(': skipped ('));
+    assert.ok(skipped.some((line) => line.includes(`stuck: image ${image}, peer evicted: skipped (not-found)`)), skipped.join(' | '));
+    assert.ok(skipped.some((line) => /e4: image \S+, peer stuck: skipped \((timeout|too-slow)\)/.test(line)), skipped.join(' | '));
+    assert.deepEqual(edge.host('stuck').requests.filter((request) => request.startsWith('GET')), [`GET /v1/images/${image} -`]);
+    assert.deepEqual(edge.host('e1').requests.filter((request) => request.startsWith('GET')), [
+      `GET /v1/images/${image} -`,
+      `GET /v1/images/${image} -`,
+      `GET /v1/images/${image} ${fromStuck === 0 ? '-' : `bytes=${fromStuck}-`}`,
+    ], 'e1 served evicted and stuck whole, then e4 the rest from where stuck was left');
+    for (const host of edge.hosts) await assertVerified(host, image, BYTES);
+    assert.equal(glance.bytesServed(image), SIZE, 'Glance served only the seed');
   });
 });
