@@ -115,8 +115,8 @@ function sizeChecked(exchange: BodyExchange, request: PeerLegRequest): BodyExcha
       return exchange.received;
     },
     read: (into) => exchange.read(into),
-    close: () => {
-      exchange.close();
+    close: (options) => {
+      exchange.close(options);
     },
   };
 }

@@ -27,6 +27,11 @@ export interface BodyExchange {
    * the transport failure, a body cut short included. One call at a time, after `head` resolved.
    */
   read(into: Uint8Array): Promise<number>;
-  /** Closes the connection; a pending `head` or `read` rejects. Idempotent. */
-  close(): void;
+  /**
+   * Closes the connection; a pending `head` or `read` rejects. Idempotent. With `keepReceived`, a
+   * pending read that already holds bytes resolves with them instead (the next read rejects), so
+   * a request cut for being too slow loses nothing it received; a transport that cannot tell
+   * rejects as without it.
+   */
+  close(options?: { readonly keepReceived?: boolean }): void;
 }

@@ -72,7 +72,8 @@ export class GlanceBodyReader implements ImageReader {
       ctx.speedFloor,
       () => this.#receivedBefore + (this.#current?.received ?? 0),
       () => {
-        this.#current?.close();
+        // What the slow request already brought is kept: the next request resumes after it.
+        this.#current?.close({ keepReceived: true });
       },
     );
     this.#onAbort = () => {

@@ -155,16 +155,17 @@ export class RawHttpGet implements BodyExchange {
     });
   }
 
-  close(): void {
+  close(options: { readonly keepReceived?: boolean } = {}): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#delegate?.close();
+    this.#delegate?.close(options);
     this.#teardown();
     const error = this.#closedError();
     this.#rejectHead(error);
     const pending = this.#pending;
     this.#pending = undefined;
-    pending?.reject(error);
+    if (pending !== undefined && pending.filled > 0 && options.keepReceived === true) pending.resolve(pending.filled);
+    else pending?.reject(error);
   }
 
   #closedError(): TransportError {

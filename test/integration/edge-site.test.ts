@@ -223,15 +223,15 @@ describe('an edge site pre-cached end to end (agents on loopback, HttpHostClient
       log.restore();
     }
     // The stall is detected by the peer source's rate floor (its window and the stall timeout are
-    // both 5 s by default); the bytes of the read it cut are not delivered (the transport fills
-    // a whole ring block per read), so `stuck` is left at the last delivered byte, at most CUT.
+    // both 5 s by default); the bytes of the read it cut are kept, so `stuck` is left exactly at
+    // CUT, where it stopped sending, and e1 serves the rest from there.
     const fromStuck = summary.hosts[3]?.bytesFrom.find((origin) => origin.from === 'peer:stuck')?.bytes ?? 0;
-    assert.ok(fromStuck <= CUT, `stuck delivered ${fromStuck} bytes`);
+    assert.equal(fromStuck, CUT, `stuck delivered ${fromStuck} bytes`);
     assert.deepEqual(hostRows(summary), [
       ['e1', 'done', true, 'cached', { glance: SIZE }],
       ['evicted', 'done', false, 'cached', { 'peer:e1': SIZE }],
       ['stuck', 'done', false, 'cached', { 'peer:e1': SIZE }],
-      ['e4', 'done', false, 'cached', fromStuck === 0 ? { 'peer:e1': SIZE } : { 'peer:stuck': fromStuck, 'peer:e1': SIZE - fromStuck }],
+      ['e4', 'done', false, 'cached', { 'peer:stuck': CUT, 'peer:e1': SIZE - CUT }],
     ]);
     const skipped = log.lines.filter((line) => line.includes(': skipped ('));
     assert.ok(skipped.some((line) => line.includes(`stuck: image ${image}, peer evicted: skipped (not-found)`)), skipped.join(' | '));
@@ -240,7 +240,7 @@ describe('an edge site pre-cached end to end (agents on loopback, HttpHostClient
     assert.deepEqual(edge.host('e1').requests.filter((request) => request.startsWith('GET')), [
       `GET /v1/images/${image} -`,
       `GET /v1/images/${image} -`,
-      `GET /v1/images/${image} ${fromStuck === 0 ? '-' : `bytes=${fromStuck}-`}`,
+      `GET /v1/images/${image} bytes=${CUT}-`,
     ], 'e1 served evicted and stuck whole, then e4 the rest from where stuck was left');
     for (const host of edge.hosts) await assertVerified(host, image, BYTES);
     assert.equal(glance.bytesServed(image), SIZE, 'Glance served only the seed');
