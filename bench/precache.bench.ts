@@ -113,7 +113,7 @@ const waitOnly: HostClient = {
     return {
       host: host.name,
       durationMs: LATENCY_MS,
-      images: imageIds.map((imageId) => ({ imageId, status: 'existing', error: null, bytes: 0, durationMs: LATENCY_MS, pinnedUntil: null, bytesFrom: [] })),
+      images: imageIds.map((imageId) => ({ imageId, status: 'existing', error: null, bytes: 0, durationMs: LATENCY_MS, pinnedUntil: null, bytesFrom: [], blamedPeers: [] })),
     };
   },
 };

@@ -153,6 +153,7 @@ export type { PrecacheAggregate, PrecacheImagesOptions } from './precache/precac
 export { describePrecacheSummary } from './precache/summary.js';
 export type {
   PrecacheAggregateRef,
+  PrecacheBlamedPeer,
   PrecacheCounts,
   PrecacheHostImage,
   PrecacheHostOutcome,

@@ -34,7 +34,8 @@ export interface CacheImagesOptions extends PrecacheRequestOptions {
    * Hosts of the same site that may already hold the images (their agents): the images are read
    * from them first, through a `PeerImageSource` over the manager's own source (which still
    * describes each image and serves what no peer does), and verified as any download. This host
-   * itself is left out. Requires `peerToken`.
+   * itself is left out. Requires `peerToken`. A peer whose bytes fail verification is left for
+   * that image and named in its result's `blamedPeers`.
    */
   readonly peers?: readonly PeerEndpoint[] | undefined;
   /** The bearer token of the peers' agents (the host agent passes its own). */
@@ -43,11 +44,12 @@ export interface CacheImagesOptions extends PrecacheRequestOptions {
 
 /**
  * The source reading from `options.peers` (this host left out) over the manager's own, or
- * undefined when there are no peers to ask.
+ * undefined when there are no peers to ask. Each peer it blames for a bad digest is added to
+ * `blamed` under the image (each peer once, in the order blamed).
  *
  * @throws `InvalidConfigError` for peers without a `peerToken`, or a bad peer
  */
-function peerSourceFor(manager: ImageManager, options: CacheImagesOptions): ImageSource | undefined {
+function peerSourceFor(manager: ImageManager, options: CacheImagesOptions, blamed: Map<string, string[]>): ImageSource | undefined {
   const peers = (options.peers ?? []).filter((peer) => peer.name !== manager.host);
   const upstream = manager.imageSource;
   if (peers.length === 0 || upstream === undefined) return undefined;
@@ -60,6 +62,11 @@ function peerSourceFor(manager: ImageManager, options: CacheImagesOptions): Imag
     token: options.peerToken,
     onPeerEvent: (event) => {
       log('%s: image %s, peer %s: %s%s', manager.host, event.imageId, event.peer, event.type, event.reason === null ? '' : ` (${event.reason})`);
+      if (event.type === 'blamed') {
+        const peers = blamed.get(event.imageId) ?? [];
+        if (!peers.includes(event.peer)) peers.push(event.peer);
+        blamed.set(event.imageId, peers);
+      }
     },
   });
 }
@@ -91,7 +98,10 @@ export async function cacheImages(
   const ids = validateImageIds(imageIds);
   validateRequestOptions(options);
   const { signal, pinTtlSeconds, bytesPerSecond, onImage } = options;
-  const source = peerSourceFor(manager, options);
+  // Image → the peers this request's source blamed for it (the source is this request's own).
+  const blamed = new Map<string, string[]>();
+  const blamedPeersOf = (imageId: string): string[] => [...(blamed.get(imageId) ?? [])];
+  const source = peerSourceFor(manager, options, blamed);
   const started = performance.now();
   log('%s: caching %d image(s) by request', manager.host, ids.length);
   const images: PrecacheImageResult[] = [];
@@ -101,7 +111,7 @@ export async function cacheImages(
       warnedUnsupported = true;
       log('WARNING %s: the backend does not support image pre-caching; ignoring request (%s)', manager.host, error.message);
     }
-    return { imageId, status: 'unsupported', error, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [] };
+    return { imageId, status: 'unsupported', error, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [], blamedPeers: blamedPeersOf(imageId) };
   };
   for (const imageId of ids) {
     throwIfAborted(signal, 'Pre-caching', imageId);
@@ -125,6 +135,7 @@ export async function cacheImages(
           durationMs: performance.now() - imageStarted,
           pinnedUntil,
           bytesFrom: cached.bytesFrom,
+          blamedPeers: blamedPeersOf(imageId),
         };
       } catch (thrown) {
         const error = toImageCacheError(thrown, imageId);
@@ -133,7 +144,16 @@ export async function cacheImages(
           result = unsupported(imageId, error);
         } else {
           log('%s: failed to cache image %s: %s', manager.host, imageId, error.message);
-          result = { imageId, status: 'error', error, bytes: 0, durationMs: performance.now() - imageStarted, pinnedUntil: null, bytesFrom: [] };
+          result = {
+            imageId,
+            status: 'error',
+            error,
+            bytes: 0,
+            durationMs: performance.now() - imageStarted,
+            pinnedUntil: null,
+            bytesFrom: [],
+            blamedPeers: blamedPeersOf(imageId),
+          };
         }
       }
     }

@@ -55,6 +55,8 @@ export interface PrecacheProgressEvent {
   readonly images_failed: readonly string[];
   /** Bytes it downloaded, per origin (`glance`, `peer:<host>`), summed over its images. */
   readonly bytes_from: readonly BytesFrom[];
+  /** Peers it blamed for serving bytes that failed verification (a bad digest), over its images; usually empty. */
+  readonly blamed_peers: readonly string[];
   /** For a failed or deferred host, why. */
   readonly error: ImageCacheError | null;
 }

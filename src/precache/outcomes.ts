@@ -22,12 +22,21 @@ export interface HostPlace {
 
 /** Every image in one status, carrying `error`. */
 function allImages(imageIds: readonly string[], status: PrecacheHostImage['status'], error: ImageCacheError | null): PrecacheHostImage[] {
-  return imageIds.map((imageId) => ({ imageId, status, error, bytes: 0, bytesFrom: [], durationMs: 0, pinnedUntil: null }));
+  return imageIds.map((imageId) => ({ imageId, status, error, bytes: 0, bytesFrom: [], blamedPeers: [], durationMs: 0, pinnedUntil: null }));
 }
 
 /** The outcome of a host that was down. */
 export function skippedOutcome(place: HostPlace, imageIds: readonly string[]): PrecacheHostOutcome {
-  return { ...place, seed: false, status: 'skipped', images: allImages(imageIds, 'skipped', null), bytesFrom: [], error: null, durationMs: 0 };
+  return {
+    ...place,
+    seed: false,
+    status: 'skipped',
+    images: allImages(imageIds, 'skipped', null),
+    bytesFrom: [],
+    blamedPeers: [],
+    error: null,
+    durationMs: 0,
+  };
 }
 
 /**
@@ -44,7 +53,7 @@ export function unfinishedOutcome(
   seed = false,
 ): PrecacheHostOutcome {
   const images = allImages(imageIds, status === 'failed' ? 'error' : 'deferred', error);
-  return { ...place, seed, status, images, bytesFrom: [], error, durationMs };
+  return { ...place, seed, status, images, bytesFrom: [], blamedPeers: [], error, durationMs };
 }
 
 /**
@@ -66,8 +75,17 @@ export function answeredOutcome(
     );
     return unfinishedOutcome('failed', place, imageIds, error, durationMs, seed);
   }
-  const images = report.images.map((image) => ({ ...image, bytesFrom: bytesFromOf(image) }));
-  return { ...place, seed, status: 'done', images, bytesFrom: sumBytesFrom(images.map((image) => image.bytesFrom)), error: null, durationMs };
+  const images = report.images.map((image) => ({ ...image, bytesFrom: bytesFromOf(image), blamedPeers: blamedPeersOf(image) }));
+  return {
+    ...place,
+    seed,
+    status: 'done',
+    images,
+    bytesFrom: sumBytesFrom(images.map((image) => image.bytesFrom)),
+    blamedPeers: [...new Set(images.flatMap((image) => image.blamedPeers))],
+    error: null,
+    durationMs,
+  };
 }
 
 /** True when the host now holds at least one of the images: it can serve its site's peers. */
@@ -93,6 +111,12 @@ function bytesFromOf(image: PrecacheImageResult): readonly BytesFrom[] {
   const given: unknown = (image as Partial<PrecacheImageResult>).bytesFrom;
   if (Array.isArray(given)) return given as readonly BytesFrom[];
   return image.status === 'cached' && image.bytes > 0 ? [{ from: 'glance', bytes: image.bytes }] : [];
+}
+
+/** An image's blamed peers; a client written before blame was reported (no `blamedPeers`) is read as blaming none. */
+function blamedPeersOf(image: PrecacheImageResult): readonly string[] {
+  const given: unknown = (image as Partial<PrecacheImageResult>).blamedPeers;
+  return Array.isArray(given) ? (given as readonly string[]) : [];
 }
 
 /** Per-origin sums: `glance` first, then the peers in order of first appearance; zero sums left out. */

@@ -161,6 +161,7 @@ export async function precacheImages(options: PrecacheImagesOptions): Promise<Pr
       images_cached: cached,
       images_failed: failed,
       bytes_from: outcome.bytesFrom,
+      blamed_peers: outcome.blamedPeers,
       error: outcome.error,
     });
   };

@@ -36,6 +36,13 @@ export interface PrecacheImageResult {
    * `cached`.
    */
   readonly bytesFrom: readonly BytesFrom[];
+  /**
+   * The peers (host names) blamed while caching this image: bytes they served were part of a
+   * download that failed verification (a bad digest), so the host discarded them and read the
+   * image again elsewhere. Usually empty; each peer once, in the order blamed. A peer named here
+   * likely holds a corrupt copy: check its cache.
+   */
+  readonly blamedPeers: readonly string[];
 }
 
 /** A host's answer to a pre-cache request. */

@@ -51,6 +51,11 @@ export interface PrecacheHostOutcome {
   readonly images: readonly PrecacheHostImage[];
   /** Bytes it downloaded, per origin, summed over its images (`glance` first, then peers as first seen). */
   readonly bytesFrom: readonly BytesFrom[];
+  /**
+   * The peers it blamed for serving bytes that failed verification, over its images (each peer
+   * once, in the order first blamed); usually empty. Per image: each image's `blamedPeers`.
+   */
+  readonly blamedPeers: readonly string[];
   /** For `failed` and `deferred`: why the host as a whole did not finish; null otherwise. */
   readonly error: ImageCacheError | null;
   /** Time from the call to the answer, ms (0 for `skipped`). */
@@ -94,6 +99,19 @@ export interface PrecacheSiteTotals {
   readonly bytesSaved: number;
 }
 
+/**
+ * A peer blamed by a host for serving bytes of an image that failed verification (a bad digest):
+ * the host discarded them and read the image elsewhere, but the peer likely holds a corrupt copy.
+ */
+export interface PrecacheBlamedPeer {
+  /** The peer (host name) that served the bad bytes. */
+  readonly peer: string;
+  /** The host that blamed it. */
+  readonly by: string;
+  /** The image. */
+  readonly imageId: string;
+}
+
 /** One image across the aggregate: how many hosts ended in each status. */
 export interface PrecacheImageTally extends PrecacheCounts {
   /** The image. */
@@ -120,6 +138,11 @@ export interface PrecacheSummary {
   readonly images: readonly PrecacheImageTally[];
   /** Per host, in aggregate order, with each image's status. */
   readonly hosts: readonly PrecacheHostOutcome[];
+  /**
+   * Peers blamed for serving bad bytes (a bad digest), by host (aggregate order) and image
+   * (request order); usually empty. Each one is worth checking: its cache likely holds a corrupt copy.
+   */
+  readonly blamedPeers: readonly PrecacheBlamedPeer[];
   /** When the fan-out started, ms since the epoch. */
   readonly startedAt: number;
   /** Duration, ms. */
@@ -173,6 +196,9 @@ export function summarise(parts: {
     sites: siteTotals(parts.sites, parts.hosts),
     images,
     hosts: parts.hosts,
+    blamedPeers: parts.hosts.flatMap((outcome) =>
+      outcome.images.flatMap((image) => image.blamedPeers.map((peer) => ({ peer, by: outcome.host, imageId: image.imageId }))),
+    ),
     startedAt: parts.startedAt,
     durationMs: parts.durationMs,
     aborted: parts.aborted,
@@ -182,7 +208,8 @@ export function summarise(parts: {
 /**
  * The summary in Nova's conductor wording: "Image pre-cache operation for image(s) ... completed in
  * ... seconds; N cached, N existing, N errors, N unsupported, N skipped (down) hosts", then one
- * "Image pre-cache operation for image X failed N times" per image with errors.
+ * "Image pre-cache operation for image X failed N times" per image with errors; then one line per
+ * site, and one "Peer P served bad bytes for image X to host H; check its cache" per blamed peer.
  */
 export function describePrecacheSummary(summary: PrecacheSummary): string[] {
   const { counts } = summary;
@@ -202,7 +229,13 @@ export function describePrecacheSummary(summary: PrecacheSummary): string[] {
         `${site.bytesFromPeers} bytes from peers (${site.bytesSaved} bytes saved)`,
     );
   }
+  for (const blame of summary.blamedPeers) lines.push(describeBlamedPeer(blame));
   return lines;
+}
+
+/** "Peer P served bad bytes for image X to host H; check its cache". */
+export function describeBlamedPeer(blame: PrecacheBlamedPeer): string {
+  return `Peer ${blame.peer} served bad bytes for image ${blame.imageId} to host ${blame.by}; check its cache`;
 }
 
 /** What the fan-out knows of a site besides its hosts' outcomes. */

@@ -203,7 +203,7 @@ export function decodeHostCacheReport(host: string, value: unknown): HostCacheRe
   if (!Array.isArray(images)) throw new Error('the answer has no "images" list');
   const decoded = (images as unknown[]).map((item, i): PrecacheImageResult => {
     const fields = (typeof item === 'object' && item !== null ? item : {}) as Record<string, unknown>;
-    const { imageId, status, error, bytes, pinnedUntil, bytesFrom } = fields;
+    const { imageId, status, error, bytes, pinnedUntil, bytesFrom, blamedPeers } = fields;
     if (typeof imageId !== 'string' || typeof status !== 'string' || !STATUSES.has(status)) {
       throw new Error(`images[${i}] has no valid imageId and status`);
     }
@@ -221,6 +221,7 @@ export function decodeHostCacheReport(host: string, value: unknown): HostCacheRe
       durationMs: typeof fields.durationMs === 'number' ? fields.durationMs : 0,
       pinnedUntil: typeof pinnedUntil === 'number' ? pinnedUntil : null,
       bytesFrom: decodeBytesFrom(bytesFrom),
+      blamedPeers: decodeBlamedPeers(blamedPeers),
     };
   });
   return { host, images: decoded, durationMs: typeof durationMs === 'number' ? durationMs : 0 };
@@ -237,4 +238,13 @@ function decodeBytesFrom(value: unknown): BytesFrom[] {
     const origin = typeof from === 'string' && (from === 'glance' || /^peer:.+/.test(from)) ? (from as ByteOrigin) : undefined;
     return origin !== undefined && typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= 0 ? [{ from: origin, bytes }] : [];
   });
+}
+
+/**
+ * Reads a result's `blamedPeers`, tolerantly: an older agent sends none (an empty list), and an
+ * entry that is not a non-empty host name is dropped (a repeated one too).
+ */
+function decodeBlamedPeers(value: unknown): string[] {
+  if (!Array.isArray(value)) return [];
+  return [...new Set((value as unknown[]).filter((entry): entry is string => typeof entry === 'string' && entry !== ''))];
 }

@@ -2,6 +2,8 @@
 // loopback Glance: output for people and for scripts, documented exit codes, clean interruption.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { ChildProcessByStdio } from 'node:child_process';
 import { readdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -219,6 +221,27 @@ describe('virt-imagecache CLI', () => {
       assert.match(denied.stdout, /ERR_HOST_UNAUTHORIZED/);
     } finally {
       assert.deepEqual(await stopAgents(agents), [0, 0]);
+    }
+  });
+
+  // Fails if the text summary leaves out a peer the host's report blamed for bad bytes.
+  it('precache names a peer blamed for bad bytes in its summary (from the agent report\'s blamedPeers)', async () => {
+    const agent = createServer((request, response) => {
+      request.resume();
+      request.on('end', () => {
+        const image = { imageId: IMAGE, status: 'cached', error: null, bytes: 5, durationMs: 1, pinnedUntil: null, bytesFrom: [{ from: 'glance', bytes: 5 }], blamedPeers: ['liar'] };
+        response.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ host: 'fake-1', images: [image], durationMs: 1 }));
+      });
+    });
+    await new Promise<void>((resolve) => agent.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${String((agent.address() as AddressInfo).port)}`;
+      const run = await cli(['precache', '--glance', glance.url, '--images', IMAGE, '--agent', `fake-1=${url}`, '--agent-token', 's3cret']);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, new RegExp(`^ {2}Peer liar served bad bytes for image ${IMAGE} to host fake-1; check its cache$`, 'm'));
+    } finally {
+      agent.closeAllConnections();
+      await new Promise((resolve) => agent.close(resolve));
     }
   });
 

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { GlanceImageSource, HostUnavailableError, describePrecacheSummary, precacheImages } from '../../src/index.js';
-import type { PrecacheSummary } from '../../src/index.js';
+import type { PrecacheEvent, PrecacheSummary } from '../../src/index.js';
 import { startFakeGlance } from '../../src/testing/index.js';
 import type { FakeGlance } from '../../src/testing/index.js';
 import { captureLog } from '../helpers/capture-log.js';
@@ -67,6 +67,7 @@ describe('an edge site pre-cached end to end (agents on loopback, HttpHostClient
     shapes: Record<string, AgentShape>,
     concurrency: number,
     siteOf?: (host: string) => string,
+    onEvent?: (event: PrecacheEvent) => void,
   ): Promise<{ summary: PrecacheSummary; edge: EdgeSite }> {
     const edge = await startEdgeSite(glance, shapes);
     site = edge;
@@ -76,6 +77,7 @@ describe('an edge site pre-cached end to end (agents on loopback, HttpHostClient
       source: new GlanceImageSource({ endpoint: glance.url }),
       client: edge.client,
       concurrency,
+      onEvent,
     });
     return { summary, edge };
   }
@@ -132,19 +134,44 @@ describe('an edge site pre-cached end to end (agents on loopback, HttpHostClient
 
   // Fails if wrong bytes from a peer reach a final name (the sha256 check), if the liar is not
   // blamed (it would be asked again: 2 GETs), or if the host falls back to Glance instead of the
-  // next peer (Glance would serve 2x SIZE).
+  // next peer (Glance would serve 2x SIZE); and if the blame does not reach the operator: the
+  // image result and host outcome of e3 (through the agent's JSON report), e3's progress event,
+  // the summary's blamedPeers and its log line, each naming the liar and e3, and no other host.
   it('a peer serving wrong bytes (right size) is blamed; the host ends verified from another peer; Glance served only the seed', async () => {
     const image = IMAGES.liar;
     // One at a time, so the peer lists are known (the site's holders, rotated one more per host):
     // the liar caches from e1 for real, then e3 gets [liar, e1] and e4 gets [e3, e1, liar].
     const log = captureLog('virt-imagecache:precache');
+    const progress: [string, readonly string[]][] = [];
     let summary: PrecacheSummary;
     let edge: EdgeSite;
     try {
-      ({ summary, edge } = await precache(image, { e1: 'real', liar: hostileImageRoute(servesBytes(CORRUPT)), e3: 'real', e4: 'real' }, 1));
+      ({ summary, edge } = await precache(image, { e1: 'real', liar: hostileImageRoute(servesBytes(CORRUPT)), e3: 'real', e4: 'real' }, 1, undefined, (event) => {
+        if (event.type === 'aggregate.cache_images.progress') progress.push([event.host, event.blamed_peers]);
+      }));
     } finally {
       log.restore();
     }
+    assert.deepEqual(
+      summary.hosts.map((h) => [h.host, h.blamedPeers, h.images.map((i) => i.blamedPeers)]),
+      [
+        ['e1', [], [[]]],
+        ['liar', [], [[]]],
+        ['e3', ['liar'], [['liar']]],
+        ['e4', [], [[]]],
+      ],
+      'e3 (and only e3) names the liar, on its outcome and its image',
+    );
+    assert.deepEqual(progress, [
+      ['e1', []],
+      ['liar', []],
+      ['e3', ['liar']],
+      ['e4', []],
+    ], "e3's progress event carries blamed_peers");
+    assert.deepEqual(summary.blamedPeers, [{ peer: 'liar', by: 'e3', imageId: image }]);
+    const blameLine = `Peer liar served bad bytes for image ${image} to host e3; check its cache`;
+    assert.deepEqual(describePrecacheSummary(summary).filter((line) => line.startsWith('Peer ')), [blameLine]);
+    assert.ok(log.lines.some((line) => line.includes(blameLine)), 'the fan-out logs the blame line');
     assert.deepEqual(hostRows(summary), [
       ['e1', 'done', true, 'cached', { glance: SIZE }],
       ['liar', 'done', false, 'cached', { 'peer:e1': SIZE }],

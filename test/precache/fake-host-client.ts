@@ -33,7 +33,7 @@ export function report(
   return {
     host,
     durationMs: 0,
-    images: imageIds.map((imageId) => ({ imageId, status, error: null, bytes, bytesFrom, durationMs: 0, pinnedUntil: null })),
+    images: imageIds.map((imageId) => ({ imageId, status, error: null, bytes, bytesFrom, blamedPeers: [], durationMs: 0, pinnedUntil: null })),
   };
 }
 

@@ -9,7 +9,9 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { GlanceImageSource, HttpHostClient, LibvirtFileImageManager, createHostAgent, precacheImages } from '../../src/index.js';
-import { MAX_REQUEST_PEERS, encodeCacheImagesRequest, parseCacheImagesRequest } from '../../src/precache/index.js';
+import { MAX_REQUEST_PEERS, decodeHostCacheReport, encodeCacheImagesRequest, parseCacheImagesRequest } from '../../src/precache/index.js';
+import { answeredOutcome } from '../../src/precache/outcomes.js';
+import type { PrecacheImageResult } from '../../src/index.js';
 import { startFakeGlance } from '../../src/testing/index.js';
 import type { FakeGlance } from '../../src/testing/index.js';
 import { makeTempDir } from '../helpers/tmp.js';
@@ -100,6 +102,40 @@ describe('peers on the wire', () => {
     } finally {
       await close(fake.server);
     }
+  });
+});
+
+describe('blamedPeers on the wire', () => {
+  const answer = (blamedPeers: unknown, withField = true): unknown => ({
+    host: 'edge-1',
+    images: [{ imageId: IMAGE, status: 'cached', error: null, bytes: 10, durationMs: 1, pinnedUntil: null, bytesFrom: [], ...(withField ? { blamedPeers } : {}) }],
+    durationMs: 1,
+  });
+  const decoded = (value: unknown): readonly string[] | undefined => decodeHostCacheReport('edge-1', value).images[0]?.blamedPeers;
+
+  // Fails if the decoder drops a well-formed list, keeps a malformed entry, repeats a peer, or
+  // leaves the field undefined for an older agent (the summary would then throw on it).
+  it('decodeHostCacheReport reads blamedPeers tolerantly: as sent; absent or not a list → []; malformed or repeated entries dropped', () => {
+    assert.deepEqual(decoded(answer(['edge-3', 'edge-2'])), ['edge-3', 'edge-2'], 'kept, in order');
+    assert.deepEqual(decoded(answer(undefined, false)), [], 'an agent older than blame sends none');
+    assert.deepEqual(decoded(answer(null)), []);
+    assert.deepEqual(decoded(answer('edge-3')), [], 'not a list');
+    assert.deepEqual(decoded(answer([7, '', null, { peer: 'x' }, 'edge-3', 'edge-3', 'edge-2'])), ['edge-3', 'edge-2'], 'malformed and repeated entries dropped');
+    const report = decodeHostCacheReport('edge-1', JSON.parse(JSON.stringify(answer(['edge-3']))));
+    assert.deepEqual(report.images[0]?.blamedPeers, ['edge-3'], 'survives a JSON round trip');
+  });
+
+  // Fails if a HostClient written before blame (no blamedPeers on its results) breaks the outcome,
+  // or if the host outcome is not the union of its images' blamed peers, each once.
+  it("a host outcome unions its images' blamedPeers (first seen, each once); a client without the field blames none", () => {
+    const place = { host: 'edge-1', cell: 'default', site: 'north' };
+    const image = (imageId: string, blamedPeers?: string[]): PrecacheImageResult =>
+      ({ imageId, status: 'cached', error: null, bytes: 1, durationMs: 0, pinnedUntil: null, bytesFrom: [], ...(blamedPeers === undefined ? {} : { blamedPeers }) }) as PrecacheImageResult;
+    const ids = ['a', 'b', 'c'];
+    const outcome = answeredOutcome(place, ids, { host: 'edge-1', images: [image('a', ['edge-3']), image('b', ['edge-2', 'edge-3']), image('c', [])], durationMs: 0 }, 0);
+    assert.deepEqual(outcome.blamedPeers, ['edge-3', 'edge-2']);
+    const older = answeredOutcome(place, ids, { host: 'edge-1', images: ids.map((id) => image(id)), durationMs: 0 }, 0);
+    assert.deepEqual([older.blamedPeers, older.images.map((i) => i.blamedPeers)], [[], [[], [], []]]);
   });
 });
 

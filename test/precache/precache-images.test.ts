@@ -84,7 +84,7 @@ function allExisting(host: PrecacheHost, imageIds: readonly string[]): Promise<H
   return Promise.resolve({
     host: host.name,
     durationMs: 0,
-    images: imageIds.map((imageId) => ({ imageId, status: 'existing' as const, error: null, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [] })),
+    images: imageIds.map((imageId) => ({ imageId, status: 'existing' as const, error: null, bytes: 0, durationMs: 0, pinnedUntil: null, bytesFrom: [], blamedPeers: [] })),
   });
 }
 
@@ -312,6 +312,7 @@ describe("Nova's conductor and functional catalogue: fan-out, statuses, notifica
         images_cached: ['image1'],
         images_failed: [],
         bytes_from: [],
+        blamed_peers: [],
         error: null,
       },
       { type: 'aggregate.cache_images.end', aggregate: { id: 1, name: 'my-aggregate', hosts: ['compute'] }, summary },

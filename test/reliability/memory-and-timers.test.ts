@@ -162,7 +162,7 @@ describe('class 8: memory and timers stay bounded', () => {
     const slow: HostClient = {
       async cacheImages(host, imageIds) {
         await sleep(50);
-        return { host: host.name, images: imageIds.map((imageId) => ({ imageId, status: 'cached', error: null, bytes: 16, durationMs: 50, pinnedUntil: null, bytesFrom: [] })), durationMs: 50 };
+        return { host: host.name, images: imageIds.map((imageId) => ({ imageId, status: 'cached', error: null, bytes: 16, durationMs: 50, pinnedUntil: null, bytesFrom: [], blamedPeers: [] })), durationMs: 50 };
       },
     };
     const summary = await precacheImages({

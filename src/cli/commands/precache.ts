@@ -10,6 +10,7 @@ import type { BytesFrom } from '../../peer/types.js';
 import type { PrecacheEvent } from '../../precache/events.js';
 import { HttpHostClient } from '../../precache/http-host-client.js';
 import { precacheImages } from '../../precache/precache-images.js';
+import { describeBlamedPeer } from '../../precache/summary.js';
 import type { PrecacheSummary } from '../../precache/summary.js';
 import { GlanceImageSource } from '../../source/glance-image-source.js';
 import { loadSettings } from '../config.js';
@@ -40,7 +41,7 @@ function progressLine(event: PrecacheEvent): string | null {
   );
 }
 
-/** The text summary: totals, per-site lines, then each image error. */
+/** The text summary: totals, per-site lines, each peer blamed for bad bytes, then each image error. */
 function summaryText(summary: PrecacheSummary): string {
   return [
     `${String(summary.totalHosts)} hosts, ${String(summary.imageIds.length)} images in ${(summary.durationMs / 1000).toFixed(1)} s: ` +
@@ -52,6 +53,7 @@ function summaryText(summary: PrecacheSummary): string {
         `  site ${site.site} (${String(site.hosts)} hosts, ${site.peerFanOut ? `seed ${site.seed ?? 'none'}` : 'site-unaware'}): ` +
         `${formatBytes(site.bytesFromGlance)} from glance, ${formatBytes(site.bytesFromPeers)} from peers (${formatBytes(site.bytesSaved)} saved)`,
     ),
+    ...summary.blamedPeers.map((blame) => `  ${describeBlamedPeer(blame)}`),
     ...summary.hosts.flatMap((host) =>
       host.images.filter((image) => image.status === 'error').map((image) => `  ${host.host} ${image.imageId}: ${image.error?.message ?? 'error'}`),
     ),
