@@ -44,6 +44,18 @@ function code(err: unknown): string | undefined {
   return isImageCacheError(err) ? err.code : undefined;
 }
 
+/** Runs `start` with a signal that fires once `atBytes` are written, and expects `ERR_ABORTED`. */
+async function abortedAfter(
+  atBytes: number,
+  start: (options: { signal: AbortSignal; onProgress: (progress: { bytesDone: number }) => void }) => Promise<unknown>,
+): Promise<void> {
+  const controller = new AbortController();
+  const onProgress = (progress: { bytesDone: number }): void => {
+    if (progress.bytesDone >= atBytes) controller.abort();
+  };
+  await assert.rejects(start({ signal: controller.signal, onProgress }), (err) => code(err) === 'ERR_ABORTED');
+}
+
 describe('resumable downloads', () => {
   let glance: FakeGlance;
   let dir: string;
@@ -103,16 +115,7 @@ describe('resumable downloads', () => {
   async function abortAt(id: string, atBytes: number): Promise<void> {
     glance.setFaults(id, { throttleBytesPerSecond: 40 * MiB });
     const f = fetcher();
-    const controller = new AbortController();
-    await assert.rejects(
-      f.ensure(id, target(id), {
-        signal: controller.signal,
-        onProgress: (p) => {
-          if (p.bytesDone >= atBytes) controller.abort();
-        },
-      }),
-      (err) => code(err) === 'ERR_ABORTED',
-    );
+    await abortedAfter(atBytes, (options) => f.ensure(id, target(id), options));
     await idle(f);
     glance.setFaults(id, {});
   }
@@ -276,14 +279,8 @@ describe('resumable downloads', () => {
   it('resumeDownloads: false keeps nothing', async () => {
     glance.setFaults(SMALL, { throttleBytesPerSecond: 40 * MiB });
     const f = fetcher();
-    const controller = new AbortController();
     const noResume = fileFetchTarget(SMALL, finalPath(SMALL), undefined, { resume: false });
-    await assert.rejects(
-      f.ensure(SMALL, noResume, { signal: controller.signal, onProgress: (p) => {
-        if (p.bytesDone >= 4 * MiB) controller.abort();
-      } }),
-      (err) => code(err) === 'ERR_ABORTED',
-    );
+    await abortedAfter(4 * MiB, (options) => f.ensure(SMALL, noResume, options));
     await idle(f);
     assert.deepEqual(await listDir(cacheDir), []);
   });
@@ -312,13 +309,7 @@ describe('resumable downloads', () => {
     assert.throws(() => new LibvirtFileImageManager({ host: 'h', instancesPath: dir, source, resumeDownloads: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_CONFIG' });
     const manager = new LibvirtFileImageManager({ host: 'h', instancesPath: dir, source, resumeDownloads: false });
     glance.setFaults(SMALL, { throttleBytesPerSecond: 40 * MiB });
-    const controller = new AbortController();
-    await assert.rejects(
-      manager.cacheImage(SMALL, { signal: controller.signal, onProgress: (p) => {
-        if (p.bytesDone >= 4 * MiB) controller.abort();
-      } }),
-      (err) => code(err) === 'ERR_ABORTED',
-    );
+    await abortedAfter(4 * MiB, (options) => manager.cacheImage(SMALL, options));
     for (let i = 0; i < 100 && (await listDir(manager.baseDir)).length > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
     assert.deepEqual(await listDir(manager.baseDir), []);
   });
@@ -328,13 +319,7 @@ describe('resumable downloads', () => {
       const source = new GlanceImageSource({ endpoint: glance.url, backoffBaseMs: 1, backoffMaxMs: 5 });
       const manager = new LibvirtFileImageManager({ host: 'host1', instancesPath: dir, source, lockStaleMs: 2000, staleStagingAgeSeconds: 600 });
       glance.setFaults(SMALL, { throttleBytesPerSecond: 40 * MiB });
-      const controller = new AbortController();
-      await assert.rejects(
-        manager.cacheImage(SMALL, { signal: controller.signal, onProgress: (p) => {
-        if (p.bytesDone >= 4 * MiB) controller.abort();
-      } }),
-        (err) => code(err) === 'ERR_ABORTED',
-      );
+      await abortedAfter(4 * MiB, (options) => manager.cacheImage(SMALL, options));
       glance.setFaults(SMALL, {});
       // The kept staging appears once the aborted download settled.
       let names: string[] = [];
