@@ -11,6 +11,7 @@ import { checkAgentToken } from '../precache/wire.js';
 import type { ImageSource } from '../source/image-source.js';
 import { MAX_TIMER_MS } from '../timer.js';
 import type { PeerEndpoint } from './types.js';
+import { httpUrlOf } from '../source/http-url.js';
 
 /** Options of `PeerImageSource`. */
 export interface PeerImageSourceOptions {
@@ -135,13 +136,7 @@ export function resolvePeerSettings(options: PeerImageSourceOptions): PeerSettin
 export function checkPeer(peer: unknown): PeerEndpoint {
   const { name, url } = (typeof peer === 'object' && peer !== null ? peer : {}) as Record<string, unknown>;
   if (typeof name !== 'string' || name === '') throw new InvalidConfigError('peers', 'peers with a non-empty `name`', name);
-  let parsed: URL | undefined;
-  try {
-    parsed = typeof url === 'string' ? new URL(url) : undefined;
-  } catch {
-    parsed = undefined;
-  }
-  if (parsed === undefined || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.search !== '' || parsed.hash !== '') {
+  if (httpUrlOf(url, { base: true }) === null) {
     throw new InvalidConfigError('peers', `an http:// or https:// agent URL for peer ${name}`, url);
   }
   return { name, url: url as string };

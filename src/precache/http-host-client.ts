@@ -26,6 +26,7 @@ import type { HostCacheOptions, HostClient, PrecacheHost } from './host-client.j
 import { DEFAULT_PRECACHE_HOST_TIMEOUT_MS } from './precache-images.js';
 import type { HostCacheReport } from './results.js';
 import { CACHE_IMAGES_PATH, checkAgentToken, decodeErrorJSON, decodeHostCacheReport, encodeCacheImagesRequest } from './wire.js';
+import { httpUrlOf } from '../source/http-url.js';
 
 const log = createLogger('precache:http');
 
@@ -183,15 +184,8 @@ export class HttpHostClient implements HostClient {
 
 /** A URL check for endpoints: absolute, http or https. */
 function parseEndpoint(option: string, raw: unknown): URL {
-  let url: URL | null;
-  try {
-    url = typeof raw === 'string' ? new URL(raw) : null;
-  } catch {
-    url = null;
-  }
-  if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-    throw new InvalidConfigError(option, 'an http:// or https:// URL', raw);
-  }
+  const url = httpUrlOf(raw);
+  if (url === null) throw new InvalidConfigError(option, 'an http:// or https:// URL', raw);
   return url;
 }
 

@@ -17,6 +17,7 @@ import type { ByteOrigin, BytesFrom, PeerEndpoint } from '../peer/types.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
 import type { HostCacheReport, PrecacheImageResult, PrecacheImageStatus } from './results.js';
+import { httpUrlOf } from '../source/http-url.js';
 
 /** The agent's only route. */
 export const CACHE_IMAGES_PATH = '/v1/cache-images';
@@ -161,7 +162,7 @@ function parsePeers(value: unknown): PeerEndpoint[] {
     if (typeof name !== 'string' || name === '' || names.has(name)) {
       throw new InvalidPrecacheRequestError(`peers[${i}].name must be a non-empty host name, each peer once.`);
     }
-    if (typeof url !== 'string' || !isHttpUrl(url)) {
+    if (typeof url !== 'string' || httpUrlOf(url) === null) {
       throw new InvalidPrecacheRequestError(`peers[${i}].url must be an http:// or https:// URL.`);
     }
     names.add(name);
@@ -169,14 +170,6 @@ function parsePeers(value: unknown): PeerEndpoint[] {
   });
 }
 
-function isHttpUrl(raw: string): boolean {
-  try {
-    const { protocol } = new URL(raw);
-    return protocol === 'http:' || protocol === 'https:';
-  } catch {
-    return false;
-  }
-}
 
 /** Reads an error's JSON form, or null when `value` is not one. */
 export function decodeErrorJSON(value: unknown): ImageCacheErrorJSON | null {

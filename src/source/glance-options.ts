@@ -10,6 +10,7 @@ import { MAX_TIMER_MS } from '../timer.js';
 import { HEADER_VALUE_RULE, isHeaderValue } from './header-value.js';
 import type { SpeedFloorOptions } from './deadlines.js';
 import type { BackoffOptions } from './retry.js';
+import { httpUrlOf } from './http-url.js';
 
 /** Options of {@link GlanceImageSource}. */
 export interface GlanceImageSourceOptions {
@@ -145,15 +146,8 @@ export function resolveOptions(options: GlanceImageSourceOptions): ResolvedOptio
     }
   }
   const { endpoint, token, random, agent, ca, transport } = options;
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    throw new InvalidConfigError('endpoint', 'an http:// or https:// URL', endpoint);
-  }
-  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '') {
-    throw new InvalidConfigError('endpoint', 'an http:// or https:// URL without query or fragment', endpoint);
-  }
+  const url = httpUrlOf(endpoint, { base: true });
+  if (url === null) throw new InvalidConfigError('endpoint', 'an http:// or https:// URL without query or fragment', endpoint);
   if (token !== undefined && typeof token !== 'function') checkToken(token, `a non-empty string of ${HEADER_VALUE_RULE}, or a function returning one`);
   if (!([undefined, 'auto', 'node-http'] as unknown[]).includes(transport)) {
     throw new InvalidConfigError('transport', "'auto' or 'node-http'", transport);
