@@ -15,8 +15,9 @@
 import { lstat, readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { createLogger } from '../log.js';
-import { RESUME_SIDECAR_SUFFIX, readResumeRecord, removeResumeFiles } from './resume-sidecar.js';
+import { readResumeRecord, removeResumeFiles } from './resume-sidecar.js';
 import type { ResumeKey, ResumePoint } from './resume-sidecar.js';
+import { isOwnStagingName, sidecarStagingName, stagingFinalName } from './staging-names.js';
 
 const log = createLogger('fetch');
 
@@ -24,10 +25,6 @@ const log = createLogger('fetch');
 export interface KeptStaging extends ResumePoint {
   /** The staging file. */
   readonly path: string;
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** Why the kept `file` does not fit `key` (a changed image, a bad count), or null when it does. */
@@ -58,7 +55,8 @@ async function checkCandidate(file: string, key: ResumeKey): Promise<KeptStaging
  */
 export async function findKeptStaging(finalPath: string, key: ResumeKey, except: string): Promise<KeptStaging | null> {
   const dir = path.dirname(finalPath);
-  const stagingName = new RegExp(`^${escapeRegExp(path.basename(finalPath))}\\.\\d+-[0-9a-f]{8}\\.staging$`);
+  const finalName = path.basename(finalPath);
+  const isStagingOfFinal = (name: string): boolean => isOwnStagingName(name) && stagingFinalName(name) === finalName;
   let names: string[];
   try {
     names = await readdir(dir);
@@ -67,7 +65,7 @@ export async function findKeptStaging(finalPath: string, key: ResumeKey, except:
     return null;
   }
   const present = new Set(names);
-  const candidates = names.filter((name) => stagingName.test(name) && path.join(dir, name) !== except);
+  const candidates = names.filter((name) => isStagingOfFinal(name) && path.join(dir, name) !== except);
   let best: KeptStaging | null = null;
   const rejected: string[] = [];
   for (const name of candidates) {
@@ -88,9 +86,8 @@ export async function findKeptStaging(finalPath: string, key: ResumeKey, except:
   // and the sidecar's removal, or while a sidecar was written.
   const orphans = new Set<string>();
   for (const name of names) {
-    const at = name.lastIndexOf(RESUME_SIDECAR_SUFFIX);
-    const staging = at > 0 ? name.slice(0, at) : null;
-    if (staging !== null && stagingName.test(staging) && !present.has(staging)) orphans.add(staging);
+    const staging = sidecarStagingName(name);
+    if (staging !== null && isStagingOfFinal(staging) && !present.has(staging)) orphans.add(staging);
   }
   for (const staging of orphans) await removeResumeFiles(path.join(dir, staging));
   return best;
