@@ -28,6 +28,7 @@ import type { HostClient, PrecacheHost } from './host-client.js';
 import type { HostPlace } from './outcomes.js';
 import { holdsImages } from './outcomes.js';
 import type { PrecacheHostOutcome, SiteFacts } from './summary.js';
+import { groupBy } from './validate-aggregate.js';
 
 const log = createLogger('precache');
 
@@ -125,12 +126,7 @@ export class FanOutPlan {
   constructor(hosts: readonly PlannedHost[], client: HostClient, hostCap: number, siteCap: (site: string) => number) {
     this.#remaining = new Set(hosts);
     this.#hostCap = hostCap;
-    const members = new Map<string, PlannedHost[]>();
-    for (const planned of hosts) {
-      const { site } = planned.place;
-      if (site !== null) members.set(site, [...(members.get(site) ?? []), planned]);
-    }
-    for (const [name, siteHosts] of members) {
+    for (const [name, siteHosts] of groupBy(hosts, (planned) => planned.place.site)) {
       let unknown: string | undefined;
       for (const { host } of siteHosts) {
         const endpoint = client.peerEndpointOf?.(host);

@@ -84,14 +84,23 @@ export async function lookUpImages(source: ImageSource, imageIds: readonly strin
   }
 }
 
+/**
+ * `items` by `keyOf`, keys in order of first appearance, items in their order; items whose key is
+ * null are left out.
+ */
+export function groupBy<T>(items: Iterable<T>, keyOf: (item: T) => string | null): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const key = keyOf(item);
+    if (key === null) continue;
+    const members = groups.get(key);
+    if (members === undefined) groups.set(key, [item]);
+    else members.push(item);
+  }
+  return groups;
+}
+
 /** Hosts by cell, cells in order of first appearance, hosts in aggregate order. */
 export function groupByCell(hosts: readonly PrecacheHost[]): Map<string, PrecacheHost[]> {
-  const cells = new Map<string, PrecacheHost[]>();
-  for (const host of hosts) {
-    const cell = host.cell ?? DEFAULT_CELL;
-    const members = cells.get(cell);
-    if (members === undefined) cells.set(cell, [host]);
-    else members.push(host);
-  }
-  return cells;
+  return groupBy(hosts, (host) => host.cell ?? DEFAULT_CELL);
 }
