@@ -14,7 +14,6 @@ import { createLogger } from '../log.js';
 import type { ImageManager } from '../manager.js';
 import { PeerImageSource } from '../peer/peer-image-source.js';
 import type { PeerEndpoint } from '../peer/types.js';
-import type { ImageSource } from '../source/image-source.js';
 import { validateImageIds, validateRequestOptions } from './request.js';
 import type { PrecacheRequestOptions } from './request.js';
 import type { HostCacheReport, PrecacheImageResult } from './results.js';
@@ -44,12 +43,12 @@ export interface CacheImagesOptions extends PrecacheRequestOptions {
 
 /**
  * The source reading from `options.peers` (this host left out) over the manager's own, or
- * undefined when there are no peers to ask. Each peer it blames for a bad digest is added to
- * `blamed` under the image (each peer once, in the order blamed).
+ * undefined when there are no peers to ask. It keeps the peers it blamed for a bad digest, per
+ * image (`badPeers`).
  *
  * @throws `InvalidConfigError` for peers without a `peerToken`, or a bad peer
  */
-function peerSourceFor(manager: ImageManager, options: CacheImagesOptions, blamed: Map<string, string[]>): ImageSource | undefined {
+function peerSourceFor(manager: ImageManager, options: CacheImagesOptions): PeerImageSource | undefined {
   const peers = (options.peers ?? []).filter((peer) => peer.name !== manager.host);
   const upstream = manager.imageSource;
   if (peers.length === 0 || upstream === undefined) return undefined;
@@ -62,11 +61,6 @@ function peerSourceFor(manager: ImageManager, options: CacheImagesOptions, blame
     token: options.peerToken,
     onPeerEvent: (event) => {
       log('%s: image %s, peer %s: %s%s', manager.host, event.imageId, event.peer, event.type, event.reason === null ? '' : ` (${event.reason})`);
-      if (event.type === 'blamed') {
-        const peers = blamed.get(event.imageId) ?? [];
-        if (!peers.includes(event.peer)) peers.push(event.peer);
-        blamed.set(event.imageId, peers);
-      }
     },
   });
 }
@@ -98,10 +92,9 @@ export async function cacheImages(
   const ids = validateImageIds(imageIds);
   validateRequestOptions(options);
   const { signal, pinTtlSeconds, bytesPerSecond, onImage } = options;
-  // Image → the peers this request's source blamed for it (the source is this request's own).
-  const blamed = new Map<string, string[]>();
-  const blamedPeersOf = (imageId: string): string[] => [...(blamed.get(imageId) ?? [])];
-  const source = peerSourceFor(manager, options, blamed);
+  // The source is this request's own: the peers it blamed are this request's.
+  const source = peerSourceFor(manager, options);
+  const blamedPeersOf = (imageId: string): string[] => [...(source?.badPeers.get(imageId) ?? [])];
   const started = performance.now();
   log('%s: caching %d image(s) by request', manager.host, ids.length);
   const images: PrecacheImageResult[] = [];
