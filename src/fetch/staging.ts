@@ -276,12 +276,8 @@ export class FileStagingSink implements StagingSink {
   async discard(): Promise<void> {
     await this.#close();
     if (this.#done) return;
-    if (this.resume !== undefined) await removeStagingFiles(this.stagingPath);
-    else {
-      await unlink(this.stagingPath).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      });
-    }
+    // With its resume files, if any (a sink that never resumes has none: those unlinks find nothing).
+    await removeStagingFiles(this.stagingPath);
   }
 
   /** Closes both descriptors once what runs on them settled; errors are dropped (the bytes go or stay as they are). */
