@@ -201,12 +201,15 @@ export class LinkingHandler extends DownloadingHandler {
   }
 }
 
-/** An image source reading one image from a store file (its metadata is already known). */
-function storeFileSource(file: string, info: ImageInfo): ImageSource {
+/**
+ * An image source reading one image from a store file (its metadata is already known), from the
+ * offset asked: a download resuming a kept staging file continues where it stopped.
+ */
+export function storeFileSource(file: string, info: ImageInfo): ImageSource {
   return {
     describe: () => Promise.resolve(info),
     open: (_imageId, options): Promise<Readable> =>
-      Promise.resolve(createReadStream(file, { highWaterMark: HASH_CHUNK_BYTES, signal: options?.signal })),
+      Promise.resolve(createReadStream(file, { start: options?.offset ?? 0, highWaterMark: HASH_CHUNK_BYTES, signal: options?.signal })),
   };
 }
 

@@ -7,7 +7,8 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { GlanceImageSource, LibvirtFileImageManager, LocalDiskImageManager, isImageCacheError } from '../../src/index.js';
-import { LinkingHandler } from '../../src/handlers/linking-handler.js';
+import { LinkingHandler, storeFileSource } from '../../src/handlers/linking-handler.js';
+import { openImageReader } from '../../src/source/image-reader.js';
 import type { LibvirtFileImageManagerOptions } from '../../src/index.js';
 import { FakeVolumeGroup, startFakeGlance } from '../../src/testing/index.js';
 import type { FakeGlance } from '../../src/testing/index.js';
@@ -117,6 +118,20 @@ describe('LinkingHandler', () => {
     const verified = await strict.cacheImage(IMAGE);
     assert.equal(verified.algorithm, 'sha512');
     assert.equal((await stat(strict.cachePathFor(IMAGE))).nlink, 2);
+  });
+
+  it('the store read honours the offset: a download resuming a kept staging file from the store continues where it stopped', async () => {
+    const file = path.join(store, IMAGE);
+    await writeFile(file, DATA);
+    const info = await new GlanceImageSource({ endpoint: glance.url }).describe(IMAGE);
+    const offset = 1024 * 1024 + 3;
+    const reader = await openImageReader(storeFileSource(file, info), IMAGE, { offset });
+    const chunks: Buffer[] = [];
+    for (let buffer = Buffer.alloc(256 * 1024), n = await reader.read(buffer); n > 0; n = await reader.read(buffer)) {
+      chunks.push(Buffer.from(buffer.subarray(0, n)));
+    }
+    // From the start instead (the offset ignored), the bytes would be the image's first ones.
+    assert.ok(Buffer.concat(chunks).equals(DATA.subarray(offset)));
   });
 
   it('a cache that is not a directory of files (a volume group) reads the store through the verified pipeline, not the network', async () => {
