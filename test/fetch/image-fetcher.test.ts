@@ -3,7 +3,6 @@ import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { isImageCacheError } from '../../src/index.js';
 import { LockManager, fileFetchTarget } from '../../src/backend-kit/index.js';
 import { ImageFetcher } from '../../src/fetch/image-fetcher.js';
 import type { DownloadProgress, FetchTarget, ImageSource } from '../../src/index.js';
@@ -14,13 +13,10 @@ import { startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';
 import { runChild, startChild, waitForLine } from '../helpers/child.js';
 import { listDir, makeTempDir, seededBytes } from '../helpers/tmp.js';
+import { code } from '../helpers/error-code.js';
 
 const IMAGE = 'fd0cb2f1-8375-44c9-b1f4-3e1f4c4a8ef0';
 const SMALL = seededBytes(3 * 1024 * 1024 + 17, 7);
-
-function code(err: unknown): string | undefined {
-  return isImageCacheError(err) ? err.code : undefined;
-}
 
 describe('the fetch pipeline', () => {
   let glance: FakeGlance;

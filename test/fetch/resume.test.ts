@@ -17,7 +17,6 @@ import {
   ImageTooLargeError,
   LibvirtFileImageManager,
   SizeMismatchError,
-  isImageCacheError,
 } from '../../src/index.js';
 import { LockManager, fileFetchTarget } from '../../src/backend-kit/index.js';
 import { ImageFetcher } from '../../src/fetch/image-fetcher.js';
@@ -29,6 +28,7 @@ import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import { startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';
 import { listDir, makeTempDir, seededBytes } from '../helpers/tmp.js';
+import { code } from '../helpers/error-code.js';
 
 const MiB = 1024 * 1024;
 /** Large enough for the worker hasher (its prefix is re-hashed off the main thread). */
@@ -39,10 +39,6 @@ const SMALL = 'a1b2c3d4-0000-4000-8000-00000000000b';
 const SMALL_DATA = seededBytes(13 * MiB + 7, 12);
 
 const sha512 = (data: Uint8Array): string => createHash('sha512').update(data).digest('hex');
-
-function code(err: unknown): string | undefined {
-  return isImageCacheError(err) ? err.code : undefined;
-}
 
 /** Runs `start` with a signal that fires once `atBytes` are written, and expects `ERR_ABORTED`. */
 async function abortedAfter(

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { ImageNotFoundError, isImageCacheError } from '../../src/errors.js';
+import { ImageNotFoundError } from '../../src/errors.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import type { GlanceImageSourceOptions } from '../../src/source/glance-image-source.js';
 import { resolveOptions } from '../../src/source/glance-options.js';
@@ -15,6 +15,7 @@ import { HttpGet } from '../../src/source/node-http-get.js';
 import { RawHttpGet } from '../../src/source/raw-http-get.js';
 import { headerOf, startLoopback } from './loopback.js';
 import type { LoopbackServer } from './loopback.js';
+import { code } from '../helpers/error-code.js';
 
 const IMAGE = '5b1c2d3e-4f50-4a6b-9c7d-8e9fa0b1c2d3';
 const BODY = 'image bytes';
@@ -57,10 +58,6 @@ const AWKWARD_IDS: readonly string[] = [
   '\u{1f600}',
   `a;b'"<c>`,
 ];
-
-function code(err: unknown): string | undefined {
-  return isImageCacheError(err) ? err.code : undefined;
-}
 
 async function readAll(reader: ImageReader): Promise<string> {
   let text = '';

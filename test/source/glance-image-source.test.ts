@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ImageServiceUnavailableError, NotAuthorizedError, isImageCacheError } from '../../src/errors.js';
+import { ImageServiceUnavailableError, NotAuthorizedError } from '../../src/errors.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import type { GlanceImageSourceOptions } from '../../src/source/glance-image-source.js';
 import { abortableSleep } from '../../src/abort.js';
@@ -17,14 +17,11 @@ import { backoffDelay, withRetry } from '../../src/source/retry.js';
 import { generatedImageBytes, generatedImageChunks, startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';
 import { makeTempDir, seededBytes } from '../helpers/tmp.js';
+import { code } from '../helpers/error-code.js';
 
 const IMAGE = '6f1f2bd0-2f5e-4a8e-9e43-7d3c1a5b9e01';
 const DATA = seededBytes(3 * 1024 * 1024 + 17, 3);
 const MiB = 1024 * 1024;
-
-function code(err: unknown): string | undefined {
-  return isImageCacheError(err) ? err.code : undefined;
-}
 
 function causeCode(err: unknown): unknown {
   const cause = (err as { cause?: unknown }).cause;

@@ -9,22 +9,19 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ImageServiceUnavailableError, NotAuthorizedError, isImageCacheError } from '../../src/errors.js';
+import { ImageServiceUnavailableError, NotAuthorizedError } from '../../src/errors.js';
 import { GlanceImageSource } from '../../src/source/glance-image-source.js';
 import type { GlanceImageSourceOptions } from '../../src/source/glance-image-source.js';
 import type { ImageReader } from '../../src/source/image-reader.js';
 import { startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance } from '../../src/testing/fake-glance.js';
 import { seededBytes } from '../helpers/tmp.js';
+import { code } from '../helpers/error-code.js';
 
 const IMAGE = '3c9e51d2-7a40-4b8f-8e1d-5f2a6c0b9d34';
 const MiB = 1024 * 1024;
 const DATA = seededBytes(3 * MiB + 4097, 13);
 const TOKEN = 'gAAAAAB-keystone-token';
-
-function code(err: unknown): string | undefined {
-  return isImageCacheError(err) ? err.code : undefined;
-}
 
 function causeCode(err: unknown): unknown {
   return ((err as { cause?: { code?: unknown } }).cause ?? {}).code;

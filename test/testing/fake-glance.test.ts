@@ -4,19 +4,15 @@ import { Agent, request } from 'node:http';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { isImageCacheError } from '../../src/errors.js';
 import { generatedImageBytes, generatedImageChunks, startFakeGlance } from '../../src/testing/fake-glance.js';
 import type { FakeGlance, GeneratedContent } from '../../src/testing/fake-glance.js';
 import { MemoryImageSource } from '../../src/testing/memory-image-source.js';
 import { seededBytes } from '../helpers/tmp.js';
+import { code } from '../helpers/error-code.js';
 
 const MiB = 1024 * 1024;
 const ID = 'a1b2c3d4-0000-4000-8000-000000000001';
 const DATA = seededBytes(2 * MiB + 333, 21);
-
-function code(err: unknown): string | undefined {
-  return isImageCacheError(err) ? err.code : undefined;
-}
 
 interface RawResponse {
   status: number;
